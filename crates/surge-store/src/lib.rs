@@ -1,0 +1,74 @@
+//! Storage for the catalog: source-of-truth tables, the outbox, and the projected views.
+//!
+//! Roles talk to the [`CatalogStore`] trait only. Two backends implement it with the
+//! same SQL ([`sql`]): embedded SQLite (the default, one file under the data directory)
+//! and PostgreSQL for scale-out. [`open`] picks one from a URL; one conformance suite
+//! (`tests/conformance.rs`) runs against both.
+
+mod error;
+mod metrics;
+mod migrations;
+mod model;
+pub mod sql;
+
+use async_trait::async_trait;
+
+pub use error::StoreError;
+pub use model::{
+    Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, StoredView, ViewBatch, ViewPut,
+    WriteReceipt,
+};
+pub use sql::{StoreOptions, open};
+
+/// Result type of every store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The catalog's storage: commands write products and offers (each write with its
+/// outbox entry, in one transaction); the projector reads the outbox and writes views
+/// together with its position; the read API loads views on a cache miss.
+#[async_trait]
+pub trait CatalogStore: Send + Sync + 'static {
+    /// A short name for logs and metrics (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Creates or replaces products. One transaction for the whole slice: each product
+    /// row and one outbox entry per product are committed together or not at all.
+    async fn put_products(&self, products: &[ProductWrite]) -> Result<Vec<WriteReceipt>>;
+
+    /// Deletes a product (its offers stay). Returns `false` when it did not exist.
+    async fn delete_product(&self, id: &str) -> Result<bool>;
+
+    /// The stored source document of a product.
+    async fn get_product(&self, id: &str) -> Result<Option<ProductRecord>>;
+
+    /// Creates or updates offers in one transaction, with one outbox entry per
+    /// distinct (product, market) touched. Never touches product rows. Returns the
+    /// number of outbox entries written.
+    async fn upsert_offers(&self, offers: &[Offer]) -> Result<u64>;
+
+    /// All offers of a product in one market, ordered by merchant id.
+    async fn offers_for(&self, product_id: &str, market: &str) -> Result<Vec<Offer>>;
+
+    /// The highest outbox position written so far (0 when empty).
+    async fn outbox_head(&self) -> Result<i64>;
+
+    /// Outbox entries with a position greater than `after`, oldest first.
+    async fn read_outbox(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>>;
+
+    /// The outbox position the projector has applied (stored with the views).
+    async fn applied_position(&self) -> Result<i64>;
+
+    /// Writes and deletes views and records the new applied position, in one
+    /// transaction. Fails with [`StoreError::PositionConflict`] when the stored
+    /// position is not `batch.from_position` (another projector got there first).
+    async fn apply_views(&self, batch: &ViewBatch) -> Result<()>;
+
+    /// Loads one view by key.
+    async fn get_view(&self, key: &str) -> Result<Option<StoredView>>;
+
+    /// Counts of rows, for the admin status page and tests: (products, offers, views).
+    async fn counts(&self) -> Result<(i64, i64, i64)>;
+
+    /// Closes the connections; every later call fails with [`StoreError::Closed`].
+    async fn close(&self);
+}

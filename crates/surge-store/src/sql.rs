@@ -1,0 +1,553 @@
+//! The SQL implementation of [`CatalogStore`], compiled once per dialect.
+//!
+//! SQLite and PostgreSQL share every query: both accept `$n` placeholders,
+//! `ON CONFLICT … DO UPDATE` and `RETURNING`. What differs is passed into the
+//! [`sql_store!`] macro: the DDL, and how writers serialise their outbox inserts.
+//!
+//! ## Why writers serialise outbox inserts
+//! The projector reads the outbox by position and remembers the highest position it
+//! applied. If two transactions could commit out of position order, the projector could
+//! read position 10 while 9 is still uncommitted and then skip 9 forever. SQLite has a
+//! single writer connection, so commit order is position order. On PostgreSQL each
+//! writer takes a transaction-scoped advisory lock just before inserting its outbox
+//! rows (after its own row writes), which makes commit order equal position order while
+//! keeping the lock short.
+
+// The per-dialect lock statement is a literal that is empty for SQLite.
+#![allow(clippy::const_is_empty)]
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::{PgConnectOptions, Postgres};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{Connection, Database, Pool, Row, Sqlite};
+
+use crate::metrics::record;
+use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use crate::{
+    CatalogStore, Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, Result, StoreError,
+    StoredView, ViewBatch, WriteReceipt,
+};
+
+/// Tuning of the store connection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreOptions {
+    /// SQLite `synchronous` pragma: `full` (default: a 2xx survives power loss),
+    /// `normal` (survives a process crash, not power loss) or `off`.
+    pub sqlite_synchronous: String,
+    /// Maximum connections for reads (SQLite) or in total (PostgreSQL).
+    pub max_connections: u32,
+    /// How long to wait for a connection or a lock, in milliseconds.
+    pub acquire_timeout_ms: u64,
+    /// PostgreSQL only: a schema to create and use (isolates tests and tenants).
+    pub pg_schema: Option<String>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sqlite_synchronous: "full".into(),
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+            pg_schema: None,
+        }
+    }
+}
+
+/// A SQL-backed [`CatalogStore`] on database `DB`.
+pub struct SqlStore<DB: Database> {
+    /// Connections that write (SQLite: exactly one).
+    writer: Pool<DB>,
+    /// Connections that read.
+    reader: Pool<DB>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Opens the store at `url` (`sqlite://PATH` or `postgres://…`) and applies migrations.
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn CatalogStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqlStore::<Sqlite>::open_sqlite(url, options).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(SqlStore::<Postgres>::open_postgres(url, options).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "store URL must start with sqlite:// or postgres://, got {url:?}"
+        )))
+    }
+}
+
+impl SqlStore<Sqlite> {
+    async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<Self> {
+        let synchronous = match options.sqlite_synchronous.as_str() {
+            "full" => SqliteSynchronous::Full,
+            "normal" => SqliteSynchronous::Normal,
+            "off" => SqliteSynchronous::Off,
+            other => {
+                return Err(StoreError::Config(format!(
+                    "store.sqlite_synchronous must be full, normal or off, got {other:?}"
+                )));
+            }
+        };
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad sqlite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .busy_timeout(Duration::from_millis(options.acquire_timeout_ms))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let timeout = Duration::from_millis(options.acquire_timeout_ms);
+        let writer = PoolOptions::<Sqlite>::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_with(connect.clone())
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        // Migrate through the writer first: a read-only connection cannot create the file.
+        SqlStore { writer: writer.clone(), reader: writer.clone() }.migrate().await?;
+        let reader = PoolOptions::<Sqlite>::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(timeout)
+            .connect_with(connect.read_only(true))
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        Ok(SqlStore { writer, reader })
+    }
+}
+
+impl SqlStore<Postgres> {
+    async fn open_postgres(url: &str, options: &StoreOptions) -> Result<Self> {
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Config(format!("bad postgres URL: {e}")))?;
+        if let Some(schema) = &options.pg_schema {
+            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || schema.is_empty()
+            {
+                return Err(StoreError::Config(format!(
+                    "store.pg_schema must be [A-Za-z0-9_]+, got {schema:?}"
+                )));
+            }
+            let mut conn = sqlx::PgConnection::connect_with(&connect)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            let ddl = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+                .execute(&mut conn)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+            conn.close().await.map_err(StoreError::from_sqlx)?;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PoolOptions::<Postgres>::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(options.acquire_timeout_ms))
+            .connect_with(connect)
+            .await
+            .map_err(StoreError::from_sqlx)?;
+        let store = SqlStore {
+            writer: pool.clone(),
+            reader: pool,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+}
+
+/// Implements migrations and [`CatalogStore`] for `SqlStore<$db>`.
+///
+/// `$dialect` selects the DDL of each migration; `$lock` is a statement run inside a
+/// write transaction before its outbox inserts (empty for none); `$for_update` is the
+/// row-lock suffix for reading the projector position.
+macro_rules! sql_store {
+    ($db:ty, $name:literal, $dialect:ident, $lock:literal, $for_update:literal) => {
+        impl SqlStore<$db> {
+            async fn migrate(&self) -> Result<()> {
+                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                if !$lock.is_empty() {
+                    sqlx::query($lock).execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
+                }
+                sqlx::query(CREATE_MIGRATIONS_TABLE)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                let current: i64 = sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT MAX(version) FROM surge_schema_migrations",
+                )
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .unwrap_or(0);
+                for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+                    for stmt in m.$dialect {
+                        sqlx::query(*stmt)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO surge_schema_migrations (version, name, applied_at_ms) \
+                         VALUES ($1, $2, $3)",
+                    )
+                    .bind(m.version)
+                    .bind(m.name)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    tracing::info!(version = m.version, name = m.name, backend = $name, "applied migration");
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)
+            }
+
+            async fn insert_outbox(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                kind: OutboxKind,
+                product_id: &str,
+                market: Option<&str>,
+                at: i64,
+            ) -> Result<i64> {
+                sqlx::query_scalar::<_, i64>(
+                    "INSERT INTO outbox (kind, product_id, market, created_at_ms) \
+                     VALUES ($1, $2, $3, $4) RETURNING position",
+                )
+                .bind(kind.as_str())
+                .bind(product_id)
+                .bind(market)
+                .bind(at)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err(StoreError::from_sqlx)
+            }
+
+            async fn lock_outbox(tx: &mut sqlx::Transaction<'static, $db>) -> Result<()> {
+                if !$lock.is_empty() {
+                    sqlx::query($lock).execute(&mut **tx).await.map_err(StoreError::from_sqlx)?;
+                }
+                Ok(())
+            }
+
+            async fn put_products_inner(&self, products: &[ProductWrite]) -> Result<Vec<WriteReceipt>> {
+                let at = now_ms();
+                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                let mut versions = Vec::with_capacity(products.len());
+                for p in products {
+                    let version = sqlx::query_scalar::<_, i64>(
+                        "INSERT INTO products (id, body, version, updated_at_ms) VALUES ($1, $2, 1, $3) \
+                         ON CONFLICT (id) DO UPDATE SET body = excluded.body, \
+                         version = products.version + 1, updated_at_ms = excluded.updated_at_ms \
+                         RETURNING version",
+                    )
+                    .bind(p.id.as_str())
+                    .bind(p.body.as_ref())
+                    .bind(at)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    versions.push(version);
+                }
+                Self::lock_outbox(&mut tx).await?;
+                let mut receipts = Vec::with_capacity(products.len());
+                for (p, version) in products.iter().zip(versions) {
+                    let position = Self::insert_outbox(&mut tx, OutboxKind::Product, &p.id, None, at).await?;
+                    receipts.push(WriteReceipt { id: p.id.clone(), version, position });
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(receipts)
+            }
+
+            async fn delete_product_inner(&self, id: &str) -> Result<bool> {
+                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                let deleted = sqlx::query("DELETE FROM products WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                Self::lock_outbox(&mut tx).await?;
+                Self::insert_outbox(&mut tx, OutboxKind::ProductDeleted, id, None, now_ms()).await?;
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(true)
+            }
+
+            async fn upsert_offers_inner(&self, offers: &[Offer]) -> Result<u64> {
+                let at = now_ms();
+                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                let mut touched: Vec<(&str, &str)> = Vec::new();
+                for o in offers {
+                    sqlx::query(
+                        "INSERT INTO offers (product_id, market, merchant_id, price_minor, currency, stock, updated_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         ON CONFLICT (product_id, market, merchant_id) DO UPDATE SET \
+                         price_minor = excluded.price_minor, currency = excluded.currency, \
+                         stock = excluded.stock, updated_at_ms = excluded.updated_at_ms",
+                    )
+                    .bind(o.product_id.as_str())
+                    .bind(o.market.as_str())
+                    .bind(o.merchant_id.as_str())
+                    .bind(o.price_minor)
+                    .bind(o.currency.as_str())
+                    .bind(o.stock)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let pair = (o.product_id.as_str(), o.market.as_str());
+                    if !touched.contains(&pair) {
+                        touched.push(pair);
+                    }
+                }
+                Self::lock_outbox(&mut tx).await?;
+                for (product_id, market) in &touched {
+                    Self::insert_outbox(&mut tx, OutboxKind::Offers, product_id, Some(market), at).await?;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(touched.len() as u64)
+            }
+
+            async fn apply_views_inner(&self, batch: &ViewBatch) -> Result<()> {
+                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                let found: i64 = sqlx::query_scalar(concat!(
+                    "SELECT position FROM projector_position WHERE name = 'catalog'",
+                    $for_update
+                ))
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                if found != batch.from_position {
+                    return Err(StoreError::PositionConflict { expected: batch.from_position, found });
+                }
+                for key in &batch.deletes {
+                    sqlx::query("DELETE FROM views WHERE key = $1")
+                        .bind(key.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
+                for put in &batch.puts {
+                    sqlx::query(
+                        "INSERT INTO views (key, etag, gzip) VALUES ($1, $2, $3) \
+                         ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, gzip = excluded.gzip",
+                    )
+                    .bind(put.key.as_str())
+                    .bind(put.view.etag.as_str())
+                    .bind(put.view.gzip.as_ref())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                }
+                sqlx::query("UPDATE projector_position SET position = $1 WHERE name = 'catalog'")
+                    .bind(batch.to_position)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                tx.commit().await.map_err(StoreError::from_sqlx)
+            }
+        }
+
+        #[async_trait]
+        impl CatalogStore for SqlStore<$db> {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            async fn put_products(&self, products: &[ProductWrite]) -> Result<Vec<WriteReceipt>> {
+                let started = Instant::now();
+                let r = self.put_products_inner(products).await;
+                record($name, "put_products", started, &r);
+                r
+            }
+
+            async fn delete_product(&self, id: &str) -> Result<bool> {
+                let started = Instant::now();
+                let r = self.delete_product_inner(id).await;
+                record($name, "delete_product", started, &r);
+                r
+            }
+
+            async fn get_product(&self, id: &str) -> Result<Option<ProductRecord>> {
+                let started = Instant::now();
+                let r = sqlx::query("SELECT body, version, updated_at_ms FROM products WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)
+                    .and_then(|row| {
+                        row.map(|row| {
+                            Ok(ProductRecord {
+                                id: id.to_owned(),
+                                body: Bytes::from(row.try_get::<Vec<u8>, _>(0)?),
+                                version: row.try_get(1)?,
+                                updated_at_ms: row.try_get(2)?,
+                            })
+                        })
+                        .transpose()
+                        .map_err(StoreError::from_sqlx)
+                    });
+                record($name, "get_product", started, &r);
+                r
+            }
+
+            async fn upsert_offers(&self, offers: &[Offer]) -> Result<u64> {
+                let started = Instant::now();
+                let r = self.upsert_offers_inner(offers).await;
+                record($name, "upsert_offers", started, &r);
+                r
+            }
+
+            async fn offers_for(&self, product_id: &str, market: &str) -> Result<Vec<Offer>> {
+                let started = Instant::now();
+                let r = sqlx::query(
+                    "SELECT merchant_id, price_minor, currency, stock, updated_at_ms FROM offers \
+                     WHERE product_id = $1 AND market = $2 ORDER BY merchant_id",
+                )
+                .bind(product_id)
+                .bind(market)
+                .fetch_all(&self.reader)
+                .await
+                .and_then(|rows| {
+                    rows.into_iter()
+                        .map(|row| {
+                            Ok(Offer {
+                                product_id: product_id.to_owned(),
+                                market: market.to_owned(),
+                                merchant_id: row.try_get(0)?,
+                                price_minor: row.try_get(1)?,
+                                currency: row.try_get(2)?,
+                                stock: row.try_get(3)?,
+                                updated_at_ms: row.try_get(4)?,
+                            })
+                        })
+                        .collect()
+                })
+                .map_err(StoreError::from_sqlx);
+                record($name, "offers_for", started, &r);
+                r
+            }
+
+            async fn outbox_head(&self) -> Result<i64> {
+                let started = Instant::now();
+                let r = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM outbox")
+                    .fetch_one(&self.reader)
+                    .await
+                    .map(|v| v.unwrap_or(0))
+                    .map_err(StoreError::from_sqlx);
+                // An empty outbox after pruning still has its applied position as head.
+                let r = match r {
+                    Ok(0) => self.applied_position().await,
+                    other => other,
+                };
+                record($name, "outbox_head", started, &r);
+                r
+            }
+
+            async fn read_outbox(&self, after: i64, limit: u32) -> Result<Vec<OutboxEntry>> {
+                let started = Instant::now();
+                let r = sqlx::query(
+                    "SELECT position, kind, product_id, market, created_at_ms FROM outbox \
+                     WHERE position > $1 ORDER BY position LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::from_sqlx)
+                .and_then(|rows| {
+                    rows.into_iter()
+                        .map(|row| {
+                            let kind: String = row.try_get(1).map_err(StoreError::from_sqlx)?;
+                            Ok(OutboxEntry {
+                                position: row.try_get(0).map_err(StoreError::from_sqlx)?,
+                                kind: OutboxKind::parse(&kind).ok_or_else(|| {
+                                    StoreError::Corrupt(format!("unknown outbox kind {kind:?}"))
+                                })?,
+                                product_id: row.try_get(2).map_err(StoreError::from_sqlx)?,
+                                market: row.try_get(3).map_err(StoreError::from_sqlx)?,
+                                created_at_ms: row.try_get(4).map_err(StoreError::from_sqlx)?,
+                            })
+                        })
+                        .collect()
+                });
+                record($name, "read_outbox", started, &r);
+                r
+            }
+
+            async fn applied_position(&self) -> Result<i64> {
+                sqlx::query_scalar("SELECT position FROM projector_position WHERE name = 'catalog'")
+                    .fetch_one(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)
+            }
+
+            async fn apply_views(&self, batch: &ViewBatch) -> Result<()> {
+                let started = Instant::now();
+                let r = self.apply_views_inner(batch).await;
+                record($name, "apply_views", started, &r);
+                r
+            }
+
+            async fn get_view(&self, key: &str) -> Result<Option<StoredView>> {
+                let started = Instant::now();
+                let r = sqlx::query("SELECT etag, gzip FROM views WHERE key = $1")
+                    .bind(key)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .and_then(|row| {
+                        row.map(|row| {
+                            Ok(StoredView {
+                                etag: row.try_get(0)?,
+                                gzip: Bytes::from(row.try_get::<Vec<u8>, _>(1)?),
+                            })
+                        })
+                        .transpose()
+                    })
+                    .map_err(StoreError::from_sqlx);
+                record($name, "get_view", started, &r);
+                r
+            }
+
+            async fn counts(&self) -> Result<(i64, i64, i64)> {
+                let row = sqlx::query(
+                    "SELECT (SELECT COUNT(*) FROM products), (SELECT COUNT(*) FROM offers), \
+                     (SELECT COUNT(*) FROM views)",
+                )
+                .fetch_one(&self.reader)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                Ok((
+                    row.try_get(0).map_err(StoreError::from_sqlx)?,
+                    row.try_get(1).map_err(StoreError::from_sqlx)?,
+                    row.try_get(2).map_err(StoreError::from_sqlx)?,
+                ))
+            }
+
+            async fn close(&self) {
+                self.writer.close().await;
+                self.reader.close().await;
+            }
+        }
+    };
+}
+
+sql_store!(Sqlite, "sqlite", sqlite, "", "");
+sql_store!(
+    Postgres,
+    "postgres",
+    postgres,
+    "SELECT pg_advisory_xact_lock(7368211)",
+    " FOR UPDATE"
+);
