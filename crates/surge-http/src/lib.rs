@@ -1,1 +1,8 @@
-//! placeholder
+//! HTTP plumbing shared by every Surge role: the one error shape
+//! (`application/problem+json`, RFC 9457), Prometheus metrics, and the per-request
+//! metrics/tracing middleware.
+
+pub mod metrics;
+pub mod problem;
+
+pub use problem::{FieldError, Problem, ProblemKind};

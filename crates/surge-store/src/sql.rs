@@ -110,7 +110,11 @@ impl SqlStore<Sqlite> {
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory");
         let timeout = Duration::from_millis(options.acquire_timeout_ms);
+        // No idle reaping: an embedded file has nothing to reconnect to.
         let writer = PoolOptions::<Sqlite>::new()
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(timeout)
             .connect_with(connect.clone())
@@ -119,6 +123,9 @@ impl SqlStore<Sqlite> {
         // Migrate through the writer first: a read-only connection cannot create the file.
         SqlStore { writer: writer.clone(), reader: writer.clone() }.migrate().await?;
         let reader = PoolOptions::<Sqlite>::new()
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false)
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(timeout)
             .connect_with(connect.read_only(true))

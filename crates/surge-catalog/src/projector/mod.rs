@@ -1,0 +1,267 @@
+//! The projector: tails the outbox in order and turns each change into views.
+//!
+//! One step reads up to `batch_size` entries after the applied position, reads the
+//! current state of every product / (product, market) they name (so an entry applied
+//! twice, or two entries for one product, cost one rebuild and no double effect),
+//! renders every format in both encodings on the blocking pool, and commits the views
+//! with the new position in one transaction. Only then does it write through to the
+//! read cache. A restart resumes from the stored position: nothing is lost, nothing is
+//! applied twice.
+
+mod config;
+mod metrics;
+
+pub use metrics::{HEAD_POSITION, LAG_ENTRIES};
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use surge_store::{CatalogStore, OutboxKind, StoreError, ViewBatch, ViewPut};
+use tokio::sync::{Notify, watch};
+
+pub use config::ProjectorConfig;
+
+use crate::cache::ViewCache;
+use crate::views::render::{self, ViewChange};
+
+/// Progress of the projector, shared with the read API (`/readyz`, admin status).
+#[derive(Debug, Default)]
+pub struct ProjectorStatus {
+    applied: AtomicI64,
+    head_at_start: AtomicI64,
+    caught_up: AtomicBool,
+}
+
+impl ProjectorStatus {
+    /// The last applied outbox position.
+    pub fn applied(&self) -> i64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Whether the projector has applied everything that was in the outbox at start.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+}
+
+/// A cheap handle to wake the projector after a write.
+#[derive(Clone, Default)]
+pub struct Nudge(Arc<Notify>);
+
+impl Nudge {
+    /// Tells the projector there is new work.
+    pub fn nudge(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// The projector task.
+pub struct Projector {
+    store: Arc<dyn CatalogStore>,
+    cache: Option<ViewCache>,
+    config: ProjectorConfig,
+    status: Arc<ProjectorStatus>,
+    nudge: Nudge,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Outbox entries applied.
+    pub entries: usize,
+    /// Views written or deleted.
+    pub views: usize,
+}
+
+impl Projector {
+    /// A projector over `store` that writes through to `cache` (none in a projector-only
+    /// process). Reads the applied position and the outbox head to know when it has
+    /// caught up.
+    pub async fn new(
+        store: Arc<dyn CatalogStore>,
+        cache: Option<ViewCache>,
+        config: ProjectorConfig,
+    ) -> Result<Self, StoreError> {
+        let applied = store.applied_position().await?;
+        let head = store.outbox_head().await?;
+        let status = Arc::new(ProjectorStatus::default());
+        status.applied.store(applied, Ordering::Release);
+        status.head_at_start.store(head, Ordering::Release);
+        status.caught_up.store(applied >= head, Ordering::Release);
+        metrics::publish_positions(applied, head);
+        Ok(Projector { store, cache, config, status, nudge: Nudge::default() })
+    }
+
+    /// The shared status.
+    pub fn status(&self) -> Arc<ProjectorStatus> {
+        self.status.clone()
+    }
+
+    /// A handle that wakes this projector.
+    pub fn nudge(&self) -> Nudge {
+        self.nudge.clone()
+    }
+
+    /// Runs until `shutdown` turns true, waking on a nudge or every poll interval.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            match self.step().await {
+                Ok(step) if step.entries > 0 => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(_) => failures = 0,
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    metrics::failure();
+                    tracing::warn!(error = %e, failures, "projector step failed; retrying");
+                    if let StoreError::PositionConflict { found, .. } = e {
+                        self.status.applied.store(found, Ordering::Release);
+                    }
+                }
+            }
+            let wait = if failures == 0 {
+                self.config.poll_interval()
+            } else {
+                Duration::from_millis(100 * u64::from(failures.min(50)))
+            };
+            tokio::select! {
+                _ = self.nudge.0.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    /// Applies everything up to the current outbox head, then returns.
+    pub async fn catch_up(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let step = self.step().await?;
+            if step.entries == 0 {
+                return Ok(total);
+            }
+            total += step.entries as u64;
+        }
+    }
+
+    /// Applies one batch of outbox entries.
+    pub async fn step(&self) -> Result<Step, StoreError> {
+        let started = Instant::now();
+        let from = self.status.applied();
+        let entries = self.store.read_outbox(from, self.config.batch_size).await?;
+        let Some(last) = entries.last() else {
+            self.mark_caught_up(from);
+            metrics::idle();
+            return Ok(Step { entries: 0, views: 0 });
+        };
+        let to = last.position;
+        let oldest_ms = entries[0].created_at_ms;
+
+        let mut products = BTreeSet::new();
+        let mut offers = BTreeSet::new();
+        for e in &entries {
+            match (e.kind, &e.market) {
+                (OutboxKind::Product | OutboxKind::ProductDeleted, _) => {
+                    products.insert(e.product_id.clone());
+                }
+                (OutboxKind::Offers, Some(market)) => {
+                    offers.insert((e.product_id.clone(), market.clone()));
+                }
+                (OutboxKind::Offers, None) => {
+                    tracing::error!(position = e.position, "offers entry without market; skipped");
+                }
+            }
+        }
+
+        let mut product_state = Vec::with_capacity(products.len());
+        for id in products {
+            let body = self.store.get_product(&id).await?.map(|r| r.body);
+            product_state.push((id, body));
+        }
+        let mut offer_state = Vec::with_capacity(offers.len());
+        for (id, market) in offers {
+            let list = self.store.offers_for(&id, &market).await?;
+            offer_state.push((id, market, list));
+        }
+
+        let changes = self.render(product_state, offer_state).await;
+        let mut batch = ViewBatch { from_position: from, to_position: to, ..ViewBatch::default() };
+        for (key, view) in &changes {
+            match view {
+                Some(v) => batch.puts.push(ViewPut { key: key.clone(), view: v.to_stored() }),
+                None => batch.deletes.push(key.clone()),
+            }
+        }
+        let ticket = self.cache.as_ref().map(|c| c.begin_write(changes.iter().map(|(k, _)| k.as_str())));
+        self.store.apply_views(&batch).await?;
+        let views = changes.len();
+        if let Some(cache) = &self.cache {
+            for (key, view) in changes {
+                cache.write_through(key, view);
+            }
+        }
+        drop(ticket);
+
+        self.status.applied.store(to, Ordering::Release);
+        self.mark_caught_up(to);
+        metrics::applied(entries.len(), views, started.elapsed(), lag_seconds(oldest_ms), to);
+        Ok(Step { entries: entries.len(), views })
+    }
+
+    async fn render(
+        &self,
+        products: Vec<(String, Option<Bytes>)>,
+        offers: Vec<(String, String, Vec<surge_store::Offer>)>,
+    ) -> Vec<ViewChange> {
+        let level = self.config.gzip_level;
+        // Compression dominates a step: spread it over the blocking pool, one chunk per core.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+        let chunk = products.len().div_ceil(workers).max(1);
+        let mut tasks = Vec::new();
+        let mut products = products;
+        while !products.is_empty() {
+            let rest = products.split_off(chunk.min(products.len()));
+            let mine = std::mem::replace(&mut products, rest);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                mine.iter()
+                    .flat_map(|(id, body)| render::product_views(id, body.as_ref(), level))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        tasks.push(tokio::task::spawn_blocking(move || {
+            offers
+                .iter()
+                .flat_map(|(id, market, list)| render::offers_views(id, market, list, level))
+                .collect::<Vec<_>>()
+        }));
+        let mut out = Vec::new();
+        for t in tasks {
+            match t.await {
+                Ok(v) => out.extend(v),
+                // A panic while rendering is a bug; surface it rather than skip views.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        out
+    }
+
+    fn mark_caught_up(&self, applied: i64) {
+        if !self.status.caught_up() && applied >= self.status.head_at_start.load(Ordering::Acquire) {
+            self.status.caught_up.store(true, Ordering::Release);
+            tracing::info!(position = applied, "projector caught up with the outbox");
+        }
+    }
+}
+
+fn lag_seconds(created_at_ms: i64) -> f64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    (now - created_at_ms).max(0) as f64 / 1000.0
+}
