@@ -63,16 +63,36 @@ pub fn openapi_json() -> Bytes {
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], openapi_json()).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        openapi_json(),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], r#"{"status":"ok"}"#).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        r#"{"status":"ok"}"#,
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.projector.as_ref().is_none_or(|p| p.caught_up()) {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], r#"{"status":"ready"}"#)
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            r#"{"status":"ready"}"#,
+        )
             .into_response()
     } else {
         Problem::unavailable("the projector is catching up with the outbox", 1).into_response()
@@ -97,7 +117,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/products", get(read::batch))
         .route(
             "/admin/products/{id}",
-            put(command::put_product).delete(command::delete_product).get(command::get_product_source),
+            put(command::put_product)
+                .delete(command::delete_product)
+                .get(command::get_product_source),
         )
         .route("/admin/offers", post(command::post_offers))
         .route("/admin/projector", get(command::projector_state))
@@ -110,4 +132,3 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(surge_http::problem::method_not_allowed)
         .with_state(state)
 }
-

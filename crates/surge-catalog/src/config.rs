@@ -34,10 +34,16 @@ impl HttpConfig {
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
-            return Err(format!("http.max_body_bytes must be 1..=67108864, got {}", self.max_body_bytes));
+            return Err(format!(
+                "http.max_body_bytes must be 1..=67108864, got {}",
+                self.max_body_bytes
+            ));
         }
         if !(1..=10_000).contains(&self.max_batch_ids) {
-            return Err(format!("http.max_batch_ids must be 1..=10000, got {}", self.max_batch_ids));
+            return Err(format!(
+                "http.max_batch_ids must be 1..=10000, got {}",
+                self.max_batch_ids
+            ));
         }
         if !(1..=100_000).contains(&self.max_offers_per_request) {
             return Err(format!(

@@ -58,8 +58,11 @@ pub async fn build(
     } else {
         None
     };
-    let cache_control = HeaderValue::try_from(format!("public, max-age={}", config.http.cache_max_age_seconds))
-        .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=60"));
+    let cache_control = HeaderValue::try_from(format!(
+        "public, max-age={}",
+        config.http.cache_max_age_seconds
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=60"));
     let state = api::AppState {
         cache: cache.clone(),
         store,
@@ -69,6 +72,14 @@ pub async fn build(
         nudge: projector.as_ref().map(Projector::nudge).unwrap_or_default(),
         projector: projector.as_ref().map(Projector::status),
     };
-    let router = if parts.api { api::router(Arc::new(state)) } else { axum::Router::new() };
-    Ok(Catalog { router, projector, cache })
+    let router = if parts.api {
+        api::router(Arc::new(state))
+    } else {
+        axum::Router::new()
+    };
+    Ok(Catalog {
+        router,
+        projector,
+        cache,
+    })
 }

@@ -14,25 +14,92 @@ use surge_store::Offer;
 
 const UNITS: [&str; 4] = ["", "mm", "g", "%"];
 const LOCALES: [&str; 8] = ["en", "de", "fr", "it", "es", "nl", "pl", "sv"];
-const MARKETS: [(&str, &str); 6] =
-    [("DE", "EUR"), ("FR", "EUR"), ("IT", "EUR"), ("NL", "EUR"), ("GB", "GBP"), ("SE", "SEK")];
+const MARKETS: [(&str, &str); 6] = [
+    ("DE", "EUR"),
+    ("FR", "EUR"),
+    ("IT", "EUR"),
+    ("NL", "EUR"),
+    ("GB", "GBP"),
+    ("SE", "SEK"),
+];
 const BRANDS: [&str; 12] = [
-    "Northpeak", "Velora", "Strideon", "Kumo", "Atlas & Finch", "Brisa", "Oxbow", "Lumen",
-    "Takkar", "Rivelle", "Hollow Oak", "Zephyrine",
+    "Northpeak",
+    "Velora",
+    "Strideon",
+    "Kumo",
+    "Atlas & Finch",
+    "Brisa",
+    "Oxbow",
+    "Lumen",
+    "Takkar",
+    "Rivelle",
+    "Hollow Oak",
+    "Zephyrine",
 ];
 const KINDS: [&str; 10] = [
-    "Running Shoe", "Trail Sneaker", "High-Top", "Court Shoe", "Hiking Boot", "Slip-On",
-    "Training Shoe", "Skate Shoe", "Racing Flat", "Walking Shoe",
+    "Running Shoe",
+    "Trail Sneaker",
+    "High-Top",
+    "Court Shoe",
+    "Hiking Boot",
+    "Slip-On",
+    "Training Shoe",
+    "Skate Shoe",
+    "Racing Flat",
+    "Walking Shoe",
 ];
-const COLORS: [&str; 10] =
-    ["black", "white", "volt", "navy", "sand", "crimson", "olive", "slate", "ivory", "teal"];
+const COLORS: [&str; 10] = [
+    "black", "white", "volt", "navy", "sand", "crimson", "olive", "slate", "ivory", "teal",
+];
 const WORDS: [&str; 48] = [
-    "breathable", "mesh", "upper", "cushioned", "midsole", "responsive", "foam", "grip",
-    "rubber", "outsole", "lightweight", "durable", "support", "heel", "counter", "padded",
-    "collar", "tongue", "laces", "recycled", "materials", "comfort", "everyday", "training",
-    "distance", "stability", "flexible", "forefoot", "energy", "return", "sustainable",
-    "design", "seamless", "knit", "reflective", "details", "night", "runs", "water",
-    "resistant", "terrain", "traction", "lugs", "arch", "fit", "true", "to", "size",
+    "breathable",
+    "mesh",
+    "upper",
+    "cushioned",
+    "midsole",
+    "responsive",
+    "foam",
+    "grip",
+    "rubber",
+    "outsole",
+    "lightweight",
+    "durable",
+    "support",
+    "heel",
+    "counter",
+    "padded",
+    "collar",
+    "tongue",
+    "laces",
+    "recycled",
+    "materials",
+    "comfort",
+    "everyday",
+    "training",
+    "distance",
+    "stability",
+    "flexible",
+    "forefoot",
+    "energy",
+    "return",
+    "sustainable",
+    "design",
+    "seamless",
+    "knit",
+    "reflective",
+    "details",
+    "night",
+    "runs",
+    "water",
+    "resistant",
+    "terrain",
+    "traction",
+    "lugs",
+    "arch",
+    "fit",
+    "true",
+    "to",
+    "size",
 ];
 
 fn rng(seed: u64, n: u64) -> ChaCha8Rng {
@@ -58,9 +125,17 @@ fn sentence(r: &mut ChaCha8Rng, words: usize) -> String {
 
 fn ean13(r: &mut ChaCha8Rng) -> String {
     let digits: Vec<u32> = (0..12).map(|_| r.random_range(0..10)).collect();
-    let sum: u32 = digits.iter().enumerate().map(|(i, d)| if i % 2 == 0 { *d } else { d * 3 }).sum();
+    let sum: u32 = digits
+        .iter()
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 0 { *d } else { d * 3 })
+        .sum();
     let check = (10 - sum % 10) % 10;
-    digits.iter().chain(std::iter::once(&check)).map(|d| char::from(b'0' + *d as u8)).collect()
+    digits
+        .iter()
+        .chain(std::iter::once(&check))
+        .map(|d| char::from(b'0' + *d as u8))
+        .collect()
 }
 
 /// Product `n` of the catalog made with `seed`.
@@ -73,7 +148,12 @@ pub fn product(seed: u64, n: u64) -> Value {
     let model = r.random_range(100..999);
     let name: serde_json::Map<String, Value> = LOCALES
         .iter()
-        .map(|l| (l.to_string(), json!(format!("{brand} {kind} {model} ({color}, {l})"))))
+        .map(|l| {
+            (
+                l.to_string(),
+                json!(format!("{brand} {kind} {model} ({color}, {l})")),
+            )
+        })
         .collect();
     let description: serde_json::Map<String, Value> = LOCALES
         .iter()
@@ -119,7 +199,7 @@ pub fn product(seed: u64, n: u64) -> Value {
 
 /// The offers of product `n`: 3 merchants × 4 markets.
 pub fn offers(seed: u64, n: u64) -> Vec<Offer> {
-    let r = &mut rng(seed ^ 0x0FFE_5, n);
+    let r = &mut rng(seed ^ 0x0000_FFE5, n);
     let id = product_id(n);
     let first_market = r.random_range(0..MARKETS.len());
     let first_merchant = r.random_range(0..8u32);
@@ -153,7 +233,11 @@ mod tests {
         let len = serde_json::to_vec(&p).map(|v| v.len()).unwrap_or(0);
         assert!((18_000..=27_000).contains(&len), "product is {len} bytes");
         let pretty = serde_json::to_string_pretty(&p).unwrap_or_default();
-        assert!(pretty.lines().count() > 800, "{} lines, {len} bytes", pretty.lines().count());
+        assert!(
+            pretty.lines().count() > 800,
+            "{} lines, {len} bytes",
+            pretty.lines().count()
+        );
         assert!(crate::model::product::normalize("P0000001", p).is_ok());
         assert_eq!(offers(1, 1).len(), 12);
     }

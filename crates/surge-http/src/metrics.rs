@@ -43,13 +43,19 @@ pub async fn render() -> Response {
         Some(handle) => {
             handle.run_upkeep();
             (
-                [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                )],
                 handle.render(),
             )
                 .into_response()
         }
-        None => crate::Problem::new(crate::ProblemKind::Unavailable, "metrics recorder not installed")
-            .into_response(),
+        None => crate::Problem::new(
+            crate::ProblemKind::Unavailable,
+            "metrics recorder not installed",
+        )
+        .into_response(),
     }
 }
 

@@ -104,7 +104,10 @@ pub struct FieldError {
 impl FieldError {
     /// A field error at `pointer`.
     pub fn new(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        FieldError { pointer: pointer.into(), detail: detail.into() }
+        FieldError {
+            pointer: pointer.into(),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -147,7 +150,10 @@ impl Problem {
             [one] => format!("{}: {}", one.pointer, one.detail),
             many => format!("{} fields are invalid", many.len()),
         };
-        Problem { errors, ..Problem::new(ProblemKind::ValidationFailed, detail) }
+        Problem {
+            errors,
+            ..Problem::new(ProblemKind::ValidationFailed, detail)
+        }
     }
 
     /// A 400 naming one invalid parameter.
@@ -162,7 +168,10 @@ impl Problem {
     /// A 500 whose cause goes to the log, not to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Problem::new(ProblemKind::Internal, "an internal error occurred; it has been logged")
+        Problem::new(
+            ProblemKind::Internal,
+            "an internal error occurred; it has been logged",
+        )
     }
 
     /// A 503 with `Retry-After`.
@@ -205,9 +214,13 @@ impl IntoResponse for Problem {
             detail: &self.detail,
             errors: &self.errors,
         };
-        let bytes = serde_json::to_vec(&body).map(Bytes::from).unwrap_or_else(|_| {
-            Bytes::from_static(br#"{"type":"https://surge.dev/problems/internal","status":500}"#)
-        });
+        let bytes = serde_json::to_vec(&body)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| {
+                Bytes::from_static(
+                    br#"{"type":"https://surge.dev/problems/internal","status":500}"#,
+                )
+            });
         let mut response = (self.kind.status(), bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -229,7 +242,10 @@ pub async fn no_route() -> Problem {
 
 /// Router fallback for a known path with the wrong method.
 pub async fn method_not_allowed() -> Problem {
-    Problem::new(ProblemKind::MethodNotAllowed, "this route does not accept this method")
+    Problem::new(
+        ProblemKind::MethodNotAllowed,
+        "this route does not accept this method",
+    )
 }
 
 #[cfg(test)]

@@ -79,9 +79,13 @@ fn now_ms() -> i64 {
 /// Opens the store at `url` (`sqlite://PATH` or `postgres://…`) and applies migrations.
 pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn CatalogStore>> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqlStore::<Sqlite>::open_sqlite(url, options).await?))
+        Ok(Arc::new(
+            SqlStore::<Sqlite>::open_sqlite(url, options).await?,
+        ))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(SqlStore::<Postgres>::open_postgres(url, options).await?))
+        Ok(Arc::new(
+            SqlStore::<Postgres>::open_postgres(url, options).await?,
+        ))
     } else {
         Err(StoreError::Config(format!(
             "store URL must start with sqlite:// or postgres://, got {url:?}"
@@ -121,7 +125,12 @@ impl SqlStore<Sqlite> {
             .await
             .map_err(StoreError::from_sqlx)?;
         // Migrate through the writer first: a read-only connection cannot create the file.
-        SqlStore { writer: writer.clone(), reader: writer.clone() }.migrate().await?;
+        SqlStore {
+            writer: writer.clone(),
+            reader: writer.clone(),
+        }
+        .migrate()
+        .await?;
         let reader = PoolOptions::<Sqlite>::new()
             .idle_timeout(None)
             .max_lifetime(None)
@@ -140,7 +149,10 @@ impl SqlStore<Postgres> {
         let mut connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("bad postgres URL: {e}")))?;
         if let Some(schema) = &options.pg_schema {
-            if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || schema.is_empty()
+            if !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || schema.is_empty()
             {
                 return Err(StoreError::Config(format!(
                     "store.pg_schema must be [A-Za-z0-9_]+, got {schema:?}"

@@ -5,6 +5,8 @@
 //! gets a fresh schema. With the feature on and no URL, the PostgreSQL tests fail
 //! loudly instead of skipping.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -21,26 +23,40 @@ struct Backend {
 async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("catalog.db").display());
-    let store = surge_store::open(&url, &StoreOptions::default()).await.expect("open sqlite");
-    Backend { store, _dir: Some(dir) }
+    let store = surge_store::open(&url, &StoreOptions::default())
+        .await
+        .expect("open sqlite");
+    Backend {
+        store,
+        _dir: Some(dir),
+    }
 }
 
 #[cfg(feature = "pg-tests")]
 async fn postgres() -> Backend {
-    let url = std::env::var("SURGE_TEST_POSTGRES_URL")
-        .expect("pg-tests needs SURGE_TEST_POSTGRES_URL, e.g. postgres://postgres@127.0.0.1:5432/test");
+    let url = std::env::var("SURGE_TEST_POSTGRES_URL").expect(
+        "pg-tests needs SURGE_TEST_POSTGRES_URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    );
     let schema = format!(
         "conf_{}_{}",
         std::process::id(),
         rand::random_range(0..u32::MAX)
     );
-    let options = StoreOptions { pg_schema: Some(schema), ..StoreOptions::default() };
-    let store = surge_store::open(&url, &options).await.expect("open postgres");
+    let options = StoreOptions {
+        pg_schema: Some(schema),
+        ..StoreOptions::default()
+    };
+    let store = surge_store::open(&url, &options)
+        .await
+        .expect("open postgres");
     Backend { store, _dir: None }
 }
 
 fn product(id: &str, body: &str) -> ProductWrite {
-    ProductWrite { id: id.into(), body: Bytes::from(body.to_owned()) }
+    ProductWrite {
+        id: id.into(),
+        body: Bytes::from(body.to_owned()),
+    }
 }
 
 fn offer(product: &str, merchant: &str, market: &str, price: i64, stock: i64) -> Offer {
@@ -57,11 +73,17 @@ fn offer(product: &str, merchant: &str, market: &str, price: i64, stock: i64) ->
 
 async fn put_get_replace_delete(s: &dyn CatalogStore) {
     assert!(s.get_product("P1").await.unwrap().is_none());
-    let r = s.put_products(&[product("P1", r#"{"id":"P1"}"#), product("P2", "{}")]).await.unwrap();
+    let r = s
+        .put_products(&[product("P1", r#"{"id":"P1"}"#), product("P2", "{}")])
+        .await
+        .unwrap();
     assert_eq!(r.len(), 2);
     assert_eq!((r[0].version, r[1].version), (1, 1));
     assert!(r[0].position < r[1].position);
-    let r2 = s.put_products(&[product("P1", r#"{"id":"P1","v":2}"#)]).await.unwrap();
+    let r2 = s
+        .put_products(&[product("P1", r#"{"id":"P1","v":2}"#)])
+        .await
+        .unwrap();
     assert_eq!(r2[0].version, 2);
     let got = s.get_product("P1").await.unwrap().unwrap();
     assert_eq!(got.body.as_ref(), br#"{"id":"P1","v":2}"#);
@@ -69,7 +91,13 @@ async fn put_get_replace_delete(s: &dyn CatalogStore) {
     assert!(s.delete_product("P1").await.unwrap());
     assert!(!s.delete_product("P1").await.unwrap());
     assert!(s.get_product("P1").await.unwrap().is_none());
-    let kinds: Vec<_> = s.read_outbox(0, 100).await.unwrap().into_iter().map(|e| (e.kind, e.product_id)).collect();
+    let kinds: Vec<_> = s
+        .read_outbox(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.product_id))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -79,7 +107,10 @@ async fn put_get_replace_delete(s: &dyn CatalogStore) {
             (OutboxKind::ProductDeleted, "P1".to_string()),
         ]
     );
-    assert_eq!(s.outbox_head().await.unwrap(), s.read_outbox(0, 100).await.unwrap()[3].position);
+    assert_eq!(
+        s.outbox_head().await.unwrap(),
+        s.read_outbox(0, 100).await.unwrap()[3].position
+    );
 }
 
 async fn offers_never_touch_products(s: &dyn CatalogStore) {
@@ -100,8 +131,12 @@ async fn offers_never_touch_products(s: &dyn CatalogStore) {
     assert_eq!(entries[0].market.as_deref(), Some("DE"));
     assert_eq!(entries[1].market.as_deref(), Some("FR"));
     let de = s.offers_for("P1", "DE").await.unwrap();
-    assert_eq!(de.iter().map(|o| (o.merchant_id.as_str(), o.price_minor, o.stock)).collect::<Vec<_>>(),
-        vec![("M1", 2099, 0), ("M2", 1899, 2)]);
+    assert_eq!(
+        de.iter()
+            .map(|o| (o.merchant_id.as_str(), o.price_minor, o.stock))
+            .collect::<Vec<_>>(),
+        vec![("M1", 2099, 0), ("M2", 1899, 2)]
+    );
     assert!(de[0].updated_at_ms > 0);
     assert_eq!(s.get_product("P1").await.unwrap().unwrap().version, 1);
     assert_eq!(s.counts().await.unwrap(), (1, 3, 0));
@@ -109,11 +144,17 @@ async fn offers_never_touch_products(s: &dyn CatalogStore) {
 
 async fn views_and_position_are_atomic(s: &dyn CatalogStore) {
     assert_eq!(s.applied_position().await.unwrap(), 0);
-    let view = StoredView { gzip: Bytes::from_static(b"gz"), etag: "e1".into() };
+    let view = StoredView {
+        gzip: Bytes::from_static(b"gz"),
+        etag: "e1".into(),
+    };
     let batch = ViewBatch {
         from_position: 0,
         to_position: 5,
-        puts: vec![ViewPut { key: "p:std:P1".into(), view: view.clone() }],
+        puts: vec![ViewPut {
+            key: "p:std:P1".into(),
+            view: view.clone(),
+        }],
         deletes: vec![],
     };
     s.apply_views(&batch).await.unwrap();
@@ -121,8 +162,22 @@ async fn views_and_position_are_atomic(s: &dyn CatalogStore) {
     assert_eq!(s.get_view("p:std:P1").await.unwrap(), Some(view));
     // Re-applying the same batch is refused: nothing is applied twice.
     let err = s.apply_views(&batch).await.unwrap_err();
-    assert!(matches!(err, StoreError::PositionConflict { expected: 0, found: 5 }), "{err}");
-    let del = ViewBatch { from_position: 5, to_position: 6, puts: vec![], deletes: vec!["p:std:P1".into()] };
+    assert!(
+        matches!(
+            err,
+            StoreError::PositionConflict {
+                expected: 0,
+                found: 5
+            }
+        ),
+        "{err}"
+    );
+    let del = ViewBatch {
+        from_position: 5,
+        to_position: 6,
+        puts: vec![],
+        deletes: vec!["p:std:P1".into()],
+    };
     s.apply_views(&del).await.unwrap();
     assert_eq!(s.get_view("p:std:P1").await.unwrap(), None);
     assert_eq!(s.applied_position().await.unwrap(), 6);
@@ -130,7 +185,9 @@ async fn views_and_position_are_atomic(s: &dyn CatalogStore) {
 
 async fn outbox_reads_in_pages(s: &dyn CatalogStore) {
     for i in 0..25 {
-        s.put_products(&[product(&format!("P{i:03}"), "{}")]).await.unwrap();
+        s.put_products(&[product(&format!("P{i:03}"), "{}")])
+            .await
+            .unwrap();
     }
     let first = s.read_outbox(0, 10).await.unwrap();
     assert_eq!(first.len(), 10);
@@ -148,7 +205,9 @@ async fn concurrent_writers_commit_in_position_order(s: Arc<dyn CatalogStore>) {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
-                s.put_products(&[product(&format!("W{w}-{i}"), "{}")]).await.unwrap();
+                s.put_products(&[product(&format!("W{w}-{i}"), "{}")])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -172,7 +231,10 @@ async fn concurrent_writers_commit_in_position_order(s: Arc<dyn CatalogStore>) {
 async fn closed_store_fails_cleanly(s: &dyn CatalogStore) {
     s.close().await;
     assert!(matches!(s.get_view("x").await, Err(StoreError::Closed)));
-    assert!(matches!(s.put_products(&[product("P1", "{}")]).await, Err(StoreError::Closed)));
+    assert!(matches!(
+        s.put_products(&[product("P1", "{}")]).await,
+        Err(StoreError::Closed)
+    ));
 }
 
 macro_rules! conformance {
@@ -225,9 +287,18 @@ conformance!(postgres_backend, postgres);
 
 #[tokio::test]
 async fn bad_urls_are_config_errors() {
-    let err = surge_store::open("mysql://x", &StoreOptions::default()).await.err().unwrap();
+    let err = surge_store::open("mysql://x", &StoreOptions::default())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, StoreError::Config(_)));
-    let bad = StoreOptions { sqlite_synchronous: "sometimes".into(), ..StoreOptions::default() };
-    let err = surge_store::open("sqlite::memory:", &bad).await.err().unwrap();
+    let bad = StoreOptions {
+        sqlite_synchronous: "sometimes".into(),
+        ..StoreOptions::default()
+    };
+    let err = surge_store::open("sqlite::memory:", &bad)
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("sqlite_synchronous"), "{err}");
 }

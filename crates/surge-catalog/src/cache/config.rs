@@ -45,7 +45,10 @@ impl CacheConfig {
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_bytes < 1024 * 1024 {
-            return Err(format!("cache.max_bytes must be at least 1048576, got {}", self.max_bytes));
+            return Err(format!(
+                "cache.max_bytes must be at least 1048576, got {}",
+                self.max_bytes
+            ));
         }
         for (name, v) in [
             ("cache.ttl_seconds", self.ttl_seconds),
@@ -64,7 +67,10 @@ impl CacheConfig {
             ));
         }
         if !(0.0..0.5).contains(&self.jitter_ratio) {
-            return Err(format!("cache.jitter_ratio must be in [0, 0.5), got {}", self.jitter_ratio));
+            return Err(format!(
+                "cache.jitter_ratio must be in [0, 0.5), got {}",
+                self.jitter_ratio
+            ));
         }
         Ok(())
     }

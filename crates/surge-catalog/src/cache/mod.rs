@@ -210,7 +210,7 @@ impl ViewCache {
         for _ in 0..LOAD_ATTEMPTS {
             let before = slot.load(Ordering::Acquire);
             let stored = s.store.get_view(key).await?;
-            if before % 2 == 0 && slot.load(Ordering::Acquire) == before {
+            if before.is_multiple_of(2) && slot.load(Ordering::Acquire) == before {
                 return Ok(self.entry_from_stored(key, stored, None));
             }
             tokio::task::yield_now().await;
@@ -277,7 +277,10 @@ impl ViewCache {
         for &i in &slots {
             self.shared.epochs[i].fetch_add(1, Ordering::AcqRel);
         }
-        WriteTicket { cache: self.clone(), slots }
+        WriteTicket {
+            cache: self.clone(),
+            slots,
+        }
     }
 
     /// Projector side: after commit, replaces the entries present with the new views

@@ -20,7 +20,10 @@ struct Fixture {
 }
 
 fn config() -> CacheConfig {
-    CacheConfig { jitter_ratio: 0.0, ..CacheConfig::default() }
+    CacheConfig {
+        jitter_ratio: 0.0,
+        ..CacheConfig::default()
+    }
 }
 
 async fn fixture(config: CacheConfig) -> Fixture {
@@ -28,7 +31,9 @@ async fn fixture(config: CacheConfig) -> Fixture {
     let guard = ::metrics::set_default_local_recorder(recorder);
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("c.db").display());
-    let store = surge_store::open(&url, &StoreOptions::default()).await.expect("open");
+    let store = surge_store::open(&url, &StoreOptions::default())
+        .await
+        .expect("open");
     let cache = ViewCache::new(store.clone(), config);
     // Time moves only when a test advances it. A paused runtime would also jump its
     // clock whenever it is idle, e.g. while sqlx waits for its SQLite worker thread,
@@ -39,7 +44,14 @@ async fn fixture(config: CacheConfig) -> Fixture {
             tokio::task::yield_now().await;
         }
     });
-    Fixture { store, cache, snap: recorder.snapshotter(), totals: Default::default(), _dir: dir, _guard: guard }
+    Fixture {
+        store,
+        cache,
+        snap: recorder.snapshotter(),
+        totals: Default::default(),
+        _dir: dir,
+        _guard: guard,
+    }
 }
 
 impl Fixture {
@@ -49,7 +61,10 @@ impl Fixture {
         let batch = ViewBatch {
             from_position: from,
             to_position: from + 1,
-            puts: vec![ViewPut { key: key.into(), view }],
+            puts: vec![ViewPut {
+                key: key.into(),
+                view,
+            }],
             deletes: vec![],
         };
         self.store.apply_views(&batch).await.expect("apply");
@@ -63,8 +78,15 @@ impl Fixture {
             let (name, n) = match v {
                 DebugValue::Counter(c) => (k.key().name().to_owned(), c),
                 DebugValue::Histogram(h) => {
-                    let op = k.key().labels().find(|l| l.key() == "op").map(|l| l.value().to_owned());
-                    (format!("{}:{}", k.key().name(), op.unwrap_or_default()), h.len() as u64)
+                    let op = k
+                        .key()
+                        .labels()
+                        .find(|l| l.key() == "op")
+                        .map(|l| l.value().to_owned());
+                    (
+                        format!("{}:{}", k.key().name(), op.unwrap_or_default()),
+                        h.len() as u64,
+                    )
                 }
                 DebugValue::Gauge(_) => continue,
             };
@@ -83,7 +105,10 @@ impl Fixture {
 }
 
 fn body(e: &Entry) -> Bytes {
-    e.view.as_ref().map(|v| v.identity.clone()).unwrap_or_default()
+    e.view
+        .as_ref()
+        .map(|v| v.identity.clone())
+        .unwrap_or_default()
 }
 
 /// The real store, with view reads held until the test opens the gate.
@@ -97,13 +122,19 @@ impl CatalogStore for Gated {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
-    async fn put_products(&self, p: &[surge_store::ProductWrite]) -> surge_store::Result<Vec<surge_store::WriteReceipt>> {
+    async fn put_products(
+        &self,
+        p: &[surge_store::ProductWrite],
+    ) -> surge_store::Result<Vec<surge_store::WriteReceipt>> {
         self.inner.put_products(p).await
     }
     async fn delete_product(&self, id: &str) -> surge_store::Result<bool> {
         self.inner.delete_product(id).await
     }
-    async fn get_product(&self, id: &str) -> surge_store::Result<Option<surge_store::ProductRecord>> {
+    async fn get_product(
+        &self,
+        id: &str,
+    ) -> surge_store::Result<Option<surge_store::ProductRecord>> {
         self.inner.get_product(id).await
     }
     async fn upsert_offers(&self, o: &[surge_store::Offer]) -> surge_store::Result<u64> {
@@ -115,7 +146,11 @@ impl CatalogStore for Gated {
     async fn outbox_head(&self) -> surge_store::Result<i64> {
         self.inner.outbox_head().await
     }
-    async fn read_outbox(&self, after: i64, limit: u32) -> surge_store::Result<Vec<surge_store::OutboxEntry>> {
+    async fn read_outbox(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> surge_store::Result<Vec<surge_store::OutboxEntry>> {
         self.inner.read_outbox(after, limit).await
     }
     async fn applied_position(&self) -> surge_store::Result<i64> {
@@ -125,7 +160,11 @@ impl CatalogStore for Gated {
         self.inner.apply_views(b).await
     }
     async fn get_view(&self, key: &str) -> surge_store::Result<Option<surge_store::StoredView>> {
-        let _permit = self.gate.acquire().await.map_err(|_| surge_store::StoreError::Closed)?;
+        let _permit = self
+            .gate
+            .acquire()
+            .await
+            .map_err(|_| surge_store::StoreError::Closed)?;
         self.inner.get_view(key).await
     }
     async fn counts(&self) -> surge_store::Result<(i64, i64, i64)> {
@@ -140,7 +179,10 @@ impl CatalogStore for Gated {
 async fn concurrent_misses_load_once() {
     let f = fixture(config()).await;
     f.put_view("k", b"hello").await;
-    let gated = Arc::new(Gated { inner: f.store.clone(), gate: tokio::sync::Semaphore::new(0) });
+    let gated = Arc::new(Gated {
+        inner: f.store.clone(),
+        gate: tokio::sync::Semaphore::new(0),
+    });
     let cache = ViewCache::new(gated.clone(), config());
     let gets = tokio::spawn({
         let cache = cache.clone();
@@ -156,7 +198,11 @@ async fn concurrent_misses_load_once() {
     for g in gets.await.expect("join") {
         assert_eq!(body(&g.expect("get")), "hello");
     }
-    assert_eq!(f.store_reads(), 1, "one store read for 50 concurrent misses");
+    assert_eq!(
+        f.store_reads(),
+        1,
+        "one store read for 50 concurrent misses"
+    );
     assert_eq!(f.counter(metrics::COALESCED_TOTAL), 49);
 }
 
@@ -167,16 +213,31 @@ async fn stale_window_serves_and_refreshes_once() {
     assert_eq!(body(&f.cache.get("k").await.expect("get")), "v1");
     f.put_view("k", b"v2").await; // written behind the cache's back (no write-through)
     tokio::time::advance(Duration::from_secs(44)).await;
-    assert_eq!(body(&f.cache.get("k").await.expect("get")), "v1", "still fresh");
+    assert_eq!(
+        body(&f.cache.get("k").await.expect("get")),
+        "v1",
+        "still fresh"
+    );
     tokio::time::advance(Duration::from_secs(2)).await; // 46 s: inside the last 15 s
     for _ in 0..10 {
-        assert_eq!(body(&f.cache.get("k").await.expect("get")), "v1", "stale is served");
+        assert_eq!(
+            body(&f.cache.get("k").await.expect("get")),
+            "v1",
+            "stale is served"
+        );
     }
-    assert_eq!(f.counter(metrics::REFRESHES_TOTAL), 1, "exactly one background refresh");
+    assert_eq!(
+        f.counter(metrics::REFRESHES_TOTAL),
+        1,
+        "exactly one background refresh"
+    );
     // Let the refresh finish, then the new bytes are served fresh.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while body(&f.cache.get("k").await.expect("get")) != "v2" {
-        assert!(tokio::time::Instant::now() < deadline, "refresh never landed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "refresh never landed"
+        );
         tokio::task::yield_now().await;
     }
     assert!(f.counter(metrics::STALE_TOTAL) >= 10);
@@ -190,7 +251,10 @@ async fn unavailable_store_serves_stale_and_counts_it() {
     f.store.close().await;
     tokio::time::advance(Duration::from_secs(61)).await; // past the whole life
     for _ in 0..3 {
-        assert_eq!(body(&f.cache.get("hot").await.expect("stale-if-error")), "bytes");
+        assert_eq!(
+            body(&f.cache.get("hot").await.expect("stale-if-error")),
+            "bytes"
+        );
         tokio::time::advance(Duration::from_secs(6)).await; // past the error backoff
     }
     assert!(f.counter(metrics::STALE_IF_ERROR_TOTAL) >= 3);
@@ -215,24 +279,38 @@ async fn write_through_replaces_present_entries_only() {
     f.put_view("k", b"old").await;
     f.cache.get("k").await.expect("warm");
     let ticket = f.cache.begin_write(["k", "other"].into_iter());
-    f.cache.write_through("k".into(), Some(View::build(Bytes::from_static(b"new"), 6)));
-    f.cache.write_through("other".into(), Some(View::build(Bytes::from_static(b"x"), 6)));
+    f.cache
+        .write_through("k".into(), Some(View::build(Bytes::from_static(b"new"), 6)));
+    f.cache.write_through(
+        "other".into(),
+        Some(View::build(Bytes::from_static(b"x"), 6)),
+    );
     drop(ticket);
     assert_eq!(body(&f.cache.get("k").await.expect("get")), "new");
     assert_eq!(f.cache.len(), 1, "absent keys are not inserted");
     f.cache.write_through("k".into(), None);
-    assert!(f.cache.get("k").await.expect("get").view.is_none(), "deletion is visible at once");
+    assert!(
+        f.cache.get("k").await.expect("get").view.is_none(),
+        "deletion is visible at once"
+    );
 }
 
 #[tokio::test]
 async fn the_budget_is_bytes() {
-    let cfg = CacheConfig { max_bytes: 1024 * 1024, ..config() };
+    let cfg = CacheConfig {
+        max_bytes: 1024 * 1024,
+        ..config()
+    };
     let f = fixture(cfg).await;
     static BIG: [u8; 64 * 1024] = [b'x'; 64 * 1024];
     for i in 0..40 {
         f.put_view(&format!("k{i}"), &BIG).await;
         f.cache.get(&format!("k{i}")).await.expect("get");
     }
-    assert!(f.cache.weight() <= 1024 * 1024, "weight {} over budget", f.cache.weight());
+    assert!(
+        f.cache.weight() <= 1024 * 1024,
+        "weight {} over budget",
+        f.cache.weight()
+    );
     assert!(f.counter(metrics::EVICTED_BYTES_TOTAL) > 0);
 }

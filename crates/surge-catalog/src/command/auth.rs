@@ -20,12 +20,21 @@ impl AdminToken {
         let given = headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         match given {
             Some(t) if constant_time_eq(t.as_bytes(), self.0.as_bytes()) => Ok(()),
-            _ => Err(Problem::new(ProblemKind::Unauthorized, "a valid admin bearer token is required")
-                .with_header(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"surge-admin\""))),
+            _ => Err(Problem::new(
+                ProblemKind::Unauthorized,
+                "a valid admin bearer token is required",
+            )
+            .with_header(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"surge-admin\""),
+            )),
         }
     }
 }

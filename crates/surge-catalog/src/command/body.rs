@@ -11,7 +11,12 @@ use surge_http::{Problem, ProblemKind};
 pub async fn json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, Problem> {
     if let Some(ct) = headers.get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
-        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let media = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if media != "application/json" && !media.ends_with("+json") {
             return Err(Problem::new(
                 ProblemKind::UnsupportedMediaType,
@@ -23,11 +28,18 @@ pub async fn json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {
-            Problem::new(ProblemKind::PayloadTooLarge, format!("the body is larger than {limit} bytes"))
+            Problem::new(
+                ProblemKind::PayloadTooLarge,
+                format!("the body is larger than {limit} bytes"),
+            )
         } else {
             Problem::new(ProblemKind::BadRequest, "the body could not be read")
         }
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Problem::new(ProblemKind::BadRequest, format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Problem::new(
+            ProblemKind::BadRequest,
+            format!("the body is not valid JSON: {e}"),
+        )
+    })
 }

@@ -22,17 +22,29 @@ use crate::model::{self, check_id, offer};
 
 fn store_error(e: &surge_store::StoreError) -> Problem {
     match e {
-        surge_store::StoreError::Corrupt(_) | surge_store::StoreError::Config(_) => Problem::internal(e),
+        surge_store::StoreError::Corrupt(_) | surge_store::StoreError::Config(_) => {
+            Problem::internal(e)
+        }
         _ => {
             tracing::warn!(error = %e, "store unavailable for a write");
-            Problem::unavailable("the catalog store is unavailable; the write was not applied, retry it", 1)
+            Problem::unavailable(
+                "the catalog store is unavailable; the write was not applied, retry it",
+                1,
+            )
         }
     }
 }
 
 fn json(status: StatusCode, value: &impl Serialize) -> Response {
     match serde_json::to_vec(value) {
-        Ok(bytes) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes)
+        Ok(bytes) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
             .into_response(),
         Err(e) => Problem::internal(&e).into_response(),
     }
@@ -77,13 +89,30 @@ pub async fn put_product(
         let bytes = model::product::normalize(&id, doc).map_err(Problem::validation)?;
         let receipts = state
             .store
-            .put_products(&[ProductWrite { id: id.clone(), body: bytes }])
+            .put_products(&[ProductWrite {
+                id: id.clone(),
+                body: bytes,
+            }])
             .await
             .map_err(|e| store_error(&e))?;
         state.nudge.nudge();
-        let r = receipts.into_iter().next().ok_or_else(|| Problem::internal(&"write returned no receipt"))?;
-        let status = if r.version == 1 { StatusCode::CREATED } else { StatusCode::OK };
-        Ok(json(status, &ProductWritten { id: r.id, version: r.version, position: r.position }))
+        let r = receipts
+            .into_iter()
+            .next()
+            .ok_or_else(|| Problem::internal(&"write returned no receipt"))?;
+        let status = if r.version == 1 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(json(
+            status,
+            &ProductWritten {
+                id: r.id,
+                version: r.version,
+                position: r.position,
+            },
+        ))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -106,11 +135,19 @@ pub async fn delete_product(
     let result: Result<Response, Problem> = async {
         state.admin.check(&headers)?;
         check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
-        if state.store.delete_product(&id).await.map_err(|e| store_error(&e))? {
+        if state
+            .store
+            .delete_product(&id)
+            .await
+            .map_err(|e| store_error(&e))?
+        {
             state.nudge.nudge();
             Ok(StatusCode::NO_CONTENT.into_response())
         } else {
-            Err(Problem::new(ProblemKind::NotFound, format!("no product with id {id}")))
+            Err(Problem::new(
+                ProblemKind::NotFound,
+                format!("no product with id {id}"),
+            ))
         }
     }
     .await;
@@ -134,12 +171,24 @@ pub async fn get_product_source(
     let result: Result<Response, Problem> = async {
         state.admin.check(&headers)?;
         check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
-        let record = state.store.get_product(&id).await.map_err(|e| store_error(&e))?;
-        let record = record.ok_or_else(|| Problem::new(ProblemKind::NotFound, format!("no product with id {id}")))?;
+        let record = state
+            .store
+            .get_product(&id)
+            .await
+            .map_err(|e| store_error(&e))?;
+        let record = record.ok_or_else(|| {
+            Problem::new(ProblemKind::NotFound, format!("no product with id {id}"))
+        })?;
         Ok((
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
-                (header::HeaderName::from_static("x-surge-version"), HeaderValue::from(record.version)),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    header::HeaderName::from_static("x-surge-version"),
+                    HeaderValue::from(record.version),
+                ),
             ],
             record.body,
         )
@@ -169,14 +218,29 @@ pub struct OffersWritten {
         (status = 422, description = "Validation failed; `errors` names each field", content_type = "application/problem+json"),
     ),
     security(("admin" = [])))]
-pub async fn post_offers(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post_offers(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result: Result<Response, Problem> = async {
         state.admin.check(&headers)?;
         let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
-        let offers = offer::parse(&doc, state.http.max_offers_per_request).map_err(Problem::validation)?;
-        let entries = state.store.upsert_offers(&offers).await.map_err(|e| store_error(&e))?;
+        let offers =
+            offer::parse(&doc, state.http.max_offers_per_request).map_err(Problem::validation)?;
+        let entries = state
+            .store
+            .upsert_offers(&offers)
+            .await
+            .map_err(|e| store_error(&e))?;
         state.nudge.nudge();
-        Ok(json(StatusCode::OK, &OffersWritten { accepted: offers.len(), outbox_entries: entries }))
+        Ok(json(
+            StatusCode::OK,
+            &OffersWritten {
+                accepted: offers.len(),
+                outbox_entries: entries,
+            },
+        ))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -203,8 +267,16 @@ pub struct ProjectorState {
 pub async fn projector_state(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let result: Result<Response, Problem> = async {
         state.admin.check(&headers)?;
-        let head = state.store.outbox_head().await.map_err(|e| store_error(&e))?;
-        let applied = state.store.applied_position().await.map_err(|e| store_error(&e))?;
+        let head = state
+            .store
+            .outbox_head()
+            .await
+            .map_err(|e| store_error(&e))?;
+        let applied = state
+            .store
+            .applied_position()
+            .await
+            .map_err(|e| store_error(&e))?;
         Ok(json(
             StatusCode::OK,
             &ProjectorState {

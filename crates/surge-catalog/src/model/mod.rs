@@ -12,7 +12,10 @@ pub fn check_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_ID_LEN {
         return Err(format!("must be 1 to {MAX_ID_LEN} characters long"));
     }
-    if !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
         return Err("may only contain A-Z, a-z, 0-9, '-', '_' and '.'".into());
     }
     Ok(())
@@ -35,7 +38,14 @@ mod tests {
     fn ids() {
         assert!(check_id("P0000001").is_ok());
         assert!(check_id("a-b_c.d").is_ok());
-        for bad in ["", "a/b", "a b", "ü", "x'; DROP TABLE products;--", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "ü",
+            "x'; DROP TABLE products;--",
+            &"x".repeat(65),
+        ] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
     }

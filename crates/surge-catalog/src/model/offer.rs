@@ -43,10 +43,16 @@ pub struct PriceInput {
 /// Parses and validates an offer batch, naming every bad field.
 pub fn parse(doc: &Value, max: usize) -> Result<Vec<Offer>, Vec<FieldError>> {
     let Some(items) = doc.get("offers").and_then(Value::as_array) else {
-        return Err(vec![FieldError::new("/offers", "is required and must be an array")]);
+        return Err(vec![FieldError::new(
+            "/offers",
+            "is required and must be an array",
+        )]);
     };
     if items.is_empty() || items.len() > max {
-        return Err(vec![FieldError::new("/offers", format!("must hold 1 to {max} offers, got {}", items.len()))]);
+        return Err(vec![FieldError::new(
+            "/offers",
+            format!("must hold 1 to {max} offers, got {}", items.len()),
+        )]);
     }
     let mut errors = Vec::new();
     let mut offers = Vec::with_capacity(items.len());
@@ -56,7 +62,10 @@ pub fn parse(doc: &Value, max: usize) -> Result<Vec<Offer>, Vec<FieldError>> {
             match item.get(field).and_then(Value::as_str) {
                 Some(s) => s.to_owned(),
                 None => {
-                    errors.push(FieldError::new(at(field), "is required and must be a string"));
+                    errors.push(FieldError::new(
+                        at(field),
+                        "is required and must be a string",
+                    ));
                     String::new()
                 }
             }
@@ -65,10 +74,10 @@ pub fn parse(doc: &Value, max: usize) -> Result<Vec<Offer>, Vec<FieldError>> {
         let merchant_id = text("merchant_id", &mut errors);
         let market_raw = text("market", &mut errors);
         for (field, id) in [("product_id", &product_id), ("merchant_id", &merchant_id)] {
-            if !id.is_empty() {
-                if let Err(e) = check_id(id) {
-                    errors.push(FieldError::new(at(field), e));
-                }
+            if !id.is_empty()
+                && let Err(e) = check_id(id)
+            {
+                errors.push(FieldError::new(at(field), e));
             }
         }
         let market = if market_raw.is_empty() {
@@ -80,17 +89,31 @@ pub fn parse(doc: &Value, max: usize) -> Result<Vec<Offer>, Vec<FieldError>> {
             })
         };
         let price = item.get("price");
-        let amount = price.and_then(|p| p.get("amount_minor")).and_then(Value::as_i64);
-        if !amount.is_some_and(|a| a >= 0) {
-            errors.push(FieldError::new(at("price/amount_minor"), "is required and must be an integer ≥ 0"));
+        let amount = price
+            .and_then(|p| p.get("amount_minor"))
+            .and_then(Value::as_i64);
+        if amount.is_none_or(|a| a < 0) {
+            errors.push(FieldError::new(
+                at("price/amount_minor"),
+                "is required and must be an integer ≥ 0",
+            ));
         }
-        let currency = price.and_then(|p| p.get("currency")).and_then(Value::as_str).unwrap_or("");
+        let currency = price
+            .and_then(|p| p.get("currency"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
-            errors.push(FieldError::new(at("price/currency"), "must be an ISO 4217 code such as EUR"));
+            errors.push(FieldError::new(
+                at("price/currency"),
+                "must be an ISO 4217 code such as EUR",
+            ));
         }
         let stock = item.get("stock").and_then(Value::as_i64);
-        if !stock.is_some_and(|s| s >= 0) {
-            errors.push(FieldError::new(at("stock"), "is required and must be an integer ≥ 0"));
+        if stock.is_none_or(|s| s < 0) {
+            errors.push(FieldError::new(
+                at("stock"),
+                "is required and must be an integer ≥ 0",
+            ));
         }
         offers.push(Offer {
             product_id,
@@ -102,7 +125,11 @@ pub fn parse(doc: &Value, max: usize) -> Result<Vec<Offer>, Vec<FieldError>> {
             updated_at_ms: 0,
         });
     }
-    if errors.is_empty() { Ok(offers) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(offers)
+    } else {
+        Err(errors)
+    }
 }
 
 #[cfg(test)]
@@ -123,11 +150,23 @@ mod tests {
     fn names_bad_fields() {
         let doc = json!({"offers": [{"product_id": "P 1", "market": "Germany",
             "price": {"amount_minor": -1, "currency": "eur"}, "stock": "many"}]});
-        let errs: Vec<_> = parse(&doc, 10).err().unwrap_or_default().into_iter().map(|e| e.pointer).collect();
-        assert_eq!(errs, vec![
-            "/offers/0/merchant_id", "/offers/0/product_id", "/offers/0/market",
-            "/offers/0/price/amount_minor", "/offers/0/price/currency", "/offers/0/stock",
-        ]);
+        let errs: Vec<_> = parse(&doc, 10)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect();
+        assert_eq!(
+            errs,
+            vec![
+                "/offers/0/merchant_id",
+                "/offers/0/product_id",
+                "/offers/0/market",
+                "/offers/0/price/amount_minor",
+                "/offers/0/price/currency",
+                "/offers/0/stock",
+            ]
+        );
         assert!(parse(&json!({"offers": []}), 10).is_err());
         assert!(parse(&json!({"offers": [{}, {}]}), 1).is_err());
     }

@@ -18,7 +18,10 @@ use surge_http::FieldError;
 /// Validates `body` as the product `id` and returns its stored form.
 pub fn normalize(id: &str, mut doc: Value) -> Result<Bytes, Vec<FieldError>> {
     let Value::Object(map) = &mut doc else {
-        return Err(vec![FieldError::new("", "the product must be a JSON object")]);
+        return Err(vec![FieldError::new(
+            "",
+            "the product must be a JSON object",
+        )]);
     };
     let mut errors = Vec::new();
     match map.get("id") {
@@ -29,7 +32,10 @@ pub fn normalize(id: &str, mut doc: Value) -> Result<Bytes, Vec<FieldError>> {
             map.extend(rest);
         }
         Some(Value::String(s)) if s == id => {}
-        Some(_) => errors.push(FieldError::new("/id", format!("must equal the id in the path ({id})"))),
+        Some(_) => errors.push(FieldError::new(
+            "/id",
+            format!("must equal the id in the path ({id})"),
+        )),
     }
     match map.get("name") {
         None => errors.push(FieldError::new("/name", "is required")),
@@ -51,7 +57,10 @@ pub fn normalize(id: &str, mut doc: Value) -> Result<Bytes, Vec<FieldError>> {
                     matches!(s.len(), 8 | 13) && s.bytes().all(|b| b.is_ascii_digit())
                 });
                 if !ok {
-                    errors.push(FieldError::new(format!("/sizes/{i}/ean"), "must be a string of 8 or 13 digits"));
+                    errors.push(FieldError::new(
+                        format!("/sizes/{i}/ean"),
+                        "must be a string of 8 or 13 digits",
+                    ));
                 }
             }
         });
@@ -69,8 +78,11 @@ fn check_localized(pointer: &str, v: &Value, errors: &mut Vec<FieldError>) {
         Value::String(s) if !s.is_empty() => {}
         Value::Object(m) if !m.is_empty() => {
             for (locale, text) in m {
-                if !text.as_str().is_some_and(|s| !s.is_empty()) {
-                    errors.push(FieldError::new(format!("{pointer}/{locale}"), "must be a non-empty string"));
+                if text.as_str().is_none_or(str::is_empty) {
+                    errors.push(FieldError::new(
+                        format!("{pointer}/{locale}"),
+                        "must be a non-empty string",
+                    ));
                 }
             }
         }
@@ -82,8 +94,11 @@ fn check_localized(pointer: &str, v: &Value, errors: &mut Vec<FieldError>) {
 }
 
 fn check_nonempty_str(pointer: &str, v: Option<&Value>, errors: &mut Vec<FieldError>) {
-    if !v.and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-        errors.push(FieldError::new(pointer, "is required and must be a non-empty string"));
+    if v.and_then(Value::as_str).is_none_or(str::is_empty) {
+        errors.push(FieldError::new(
+            pointer,
+            "is required and must be a non-empty string",
+        ));
     }
 }
 
@@ -101,7 +116,10 @@ fn check_list(
         if item.is_object() {
             each(i, item, errors);
         } else {
-            errors.push(FieldError::new(format!("/{field}/{i}"), "must be an object"));
+            errors.push(FieldError::new(
+                format!("/{field}/{i}"),
+                "must be an object",
+            ));
         }
     }
 }
@@ -112,7 +130,11 @@ mod tests {
     use serde_json::json;
 
     fn pointers(r: Result<Bytes, Vec<FieldError>>) -> Vec<String> {
-        r.err().unwrap_or_default().into_iter().map(|e| e.pointer).collect()
+        r.err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.pointer)
+            .collect()
     }
 
     #[test]
@@ -131,7 +153,13 @@ mod tests {
         });
         assert_eq!(
             pointers(normalize("P1", doc)),
-            vec!["/id", "/name/en", "/attributes/1/key", "/attributes/2", "/sizes/0/ean"]
+            vec![
+                "/id",
+                "/name/en",
+                "/attributes/1/key",
+                "/attributes/2",
+                "/sizes/0/ean"
+            ]
         );
         assert_eq!(pointers(normalize("P1", json!([1]))), vec![""]);
         assert_eq!(pointers(normalize("P1", json!({}))), vec!["/name"]);

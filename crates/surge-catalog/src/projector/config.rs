@@ -19,7 +19,11 @@ pub struct ProjectorConfig {
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        ProjectorConfig { batch_size: 256, poll_interval_ms: 100, gzip_level: 6 }
+        ProjectorConfig {
+            batch_size: 256,
+            poll_interval_ms: 100,
+            gzip_level: 6,
+        }
     }
 }
 
@@ -27,13 +31,22 @@ impl ProjectorConfig {
     /// Checks the values; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=10_000).contains(&self.batch_size) {
-            return Err(format!("projector.batch_size must be 1..=10000, got {}", self.batch_size));
+            return Err(format!(
+                "projector.batch_size must be 1..=10000, got {}",
+                self.batch_size
+            ));
         }
         if !(1..=9).contains(&self.gzip_level) {
-            return Err(format!("projector.gzip_level must be 1..=9, got {}", self.gzip_level));
+            return Err(format!(
+                "projector.gzip_level must be 1..=9, got {}",
+                self.gzip_level
+            ));
         }
         if !(1..=60_000).contains(&self.poll_interval_ms) {
-            return Err(format!("projector.poll_interval_ms must be 1..=60000, got {}", self.poll_interval_ms));
+            return Err(format!(
+                "projector.poll_interval_ms must be 1..=60000, got {}",
+                self.poll_interval_ms
+            ));
         }
         Ok(())
     }

@@ -92,7 +92,13 @@ impl Projector {
         status.head_at_start.store(head, Ordering::Release);
         status.caught_up.store(applied >= head, Ordering::Release);
         metrics::publish_positions(applied, head);
-        Ok(Projector { store, cache, config, status, nudge: Nudge::default() })
+        Ok(Projector {
+            store,
+            cache,
+            config,
+            status,
+            nudge: Nudge::default(),
+        })
     }
 
     /// The shared status.
@@ -160,7 +166,10 @@ impl Projector {
         let Some(last) = entries.last() else {
             self.mark_caught_up(from);
             metrics::idle();
-            return Ok(Step { entries: 0, views: 0 });
+            return Ok(Step {
+                entries: 0,
+                views: 0,
+            });
         };
         let to = last.position;
         let oldest_ms = entries[0].created_at_ms;
@@ -176,7 +185,10 @@ impl Projector {
                     offers.insert((e.product_id.clone(), market.clone()));
                 }
                 (OutboxKind::Offers, None) => {
-                    tracing::error!(position = e.position, "offers entry without market; skipped");
+                    tracing::error!(
+                        position = e.position,
+                        "offers entry without market; skipped"
+                    );
                 }
             }
         }
@@ -193,14 +205,24 @@ impl Projector {
         }
 
         let changes = self.render(product_state, offer_state).await;
-        let mut batch = ViewBatch { from_position: from, to_position: to, ..ViewBatch::default() };
+        let mut batch = ViewBatch {
+            from_position: from,
+            to_position: to,
+            ..ViewBatch::default()
+        };
         for (key, view) in &changes {
             match view {
-                Some(v) => batch.puts.push(ViewPut { key: key.clone(), view: v.to_stored() }),
+                Some(v) => batch.puts.push(ViewPut {
+                    key: key.clone(),
+                    view: v.to_stored(),
+                }),
                 None => batch.deletes.push(key.clone()),
             }
         }
-        let ticket = self.cache.as_ref().map(|c| c.begin_write(changes.iter().map(|(k, _)| k.as_str())));
+        let ticket = self
+            .cache
+            .as_ref()
+            .map(|c| c.begin_write(changes.iter().map(|(k, _)| k.as_str())));
         self.store.apply_views(&batch).await?;
         let views = changes.len();
         if let Some(cache) = &self.cache {
@@ -212,8 +234,17 @@ impl Projector {
 
         self.status.applied.store(to, Ordering::Release);
         self.mark_caught_up(to);
-        metrics::applied(entries.len(), views, started.elapsed(), lag_seconds(oldest_ms), to);
-        Ok(Step { entries: entries.len(), views })
+        metrics::applied(
+            entries.len(),
+            views,
+            started.elapsed(),
+            lag_seconds(oldest_ms),
+            to,
+        );
+        Ok(Step {
+            entries: entries.len(),
+            views,
+        })
     }
 
     async fn render(
@@ -223,7 +254,9 @@ impl Projector {
     ) -> Vec<ViewChange> {
         let level = self.config.gzip_level;
         // Compression dominates a step: spread it over the blocking pool, one chunk per core.
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .max(1);
         let chunk = products.len().div_ceil(workers).max(1);
         let mut tasks = Vec::new();
         let mut products = products;
@@ -254,7 +287,8 @@ impl Projector {
     }
 
     fn mark_caught_up(&self, applied: i64) {
-        if !self.status.caught_up() && applied >= self.status.head_at_start.load(Ordering::Acquire) {
+        if !self.status.caught_up() && applied >= self.status.head_at_start.load(Ordering::Acquire)
+        {
             self.status.caught_up.store(true, Ordering::Release);
             tracing::info!(position = applied, "projector caught up with the outbox");
         }
@@ -262,6 +296,8 @@ impl Projector {
 }
 
 fn lag_seconds(created_at_ms: i64) -> f64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     (now - created_at_ms).max(0) as f64 / 1000.0
 }

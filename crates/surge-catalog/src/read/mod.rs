@@ -60,15 +60,27 @@ async fn lookup(state: &AppState, key: &str) -> Result<Arc<Entry>, Problem> {
 
 /// The offers view of a product in a market; an existing product with no offers there
 /// gets an empty list, an unknown product a 404.
-async fn offers_view(state: &AppState, format: Format, id: &str, market: &str) -> Result<View, Problem> {
+async fn offers_view(
+    state: &AppState,
+    format: Format,
+    id: &str,
+    market: &str,
+) -> Result<View, Problem> {
     let entry = lookup(state, &offers_key(format, id, market)).await?;
     if let Some(view) = &entry.view {
         return Ok(view.clone());
     }
-    if lookup(state, &product_key(format, id)).await?.view.is_none() {
+    if lookup(state, &product_key(format, id))
+        .await?
+        .view
+        .is_none()
+    {
         return Err(not_found("product", id));
     }
-    Ok(View::build(Bytes::from(offers_document(format, id, market, &[])), 1))
+    Ok(View::build(
+        Bytes::from(offers_document(format, id, market, &[])),
+        1,
+    ))
 }
 
 /// `GET /products/{id}`
@@ -81,13 +93,25 @@ async fn offers_view(state: &AppState, format: Format, id: &str, market: &str) -
         (status = 404, description = "Unknown product", content_type = "application/problem+json"),
         (status = 406, description = "No acceptable format", content_type = "application/problem+json"),
     ))]
-pub async fn product(State(state): State<Arc<AppState>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn product(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let result: Result<Response, Problem> = async {
         valid_id(&id)?;
         let ask = ask(&headers)?;
         let entry = lookup(&state, &product_key(ask.format, &id)).await?;
-        let view = entry.view.as_ref().ok_or_else(|| not_found("product", &id))?;
-        Ok(respond::view(&state, &ask, view, headers.get(IF_NONE_MATCH)))
+        let view = entry
+            .view
+            .as_ref()
+            .ok_or_else(|| not_found("product", &id))?;
+        Ok(respond::view(
+            &state,
+            &ask,
+            view,
+            headers.get(IF_NONE_MATCH),
+        ))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -114,7 +138,12 @@ pub async fn offers(
         let market = market_param(raw.as_deref())?;
         let ask = ask(&headers)?;
         let view = offers_view(&state, ask.format, &id, &market).await?;
-        Ok(respond::view(&state, &ask, &view, headers.get(IF_NONE_MATCH)))
+        Ok(respond::view(
+            &state,
+            &ask,
+            &view,
+            headers.get(IF_NONE_MATCH),
+        ))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -141,9 +170,14 @@ pub async fn product_offers(
         let market = market_param(raw.as_deref())?;
         let ask = ask(&headers)?;
         let product = lookup(&state, &product_key(ask.format, &id)).await?;
-        let product = product.view.as_ref().ok_or_else(|| not_found("product", &id))?;
+        let product = product
+            .view
+            .as_ref()
+            .ok_or_else(|| not_found("product", &id))?;
         let offers = offers_view(&state, ask.format, &id, &market).await?;
-        let hash = xxhash_rust::xxh3::xxh3_64(&[product.hash.to_le_bytes(), offers.hash.to_le_bytes()].concat());
+        let hash = xxhash_rust::xxh3::xxh3_64(
+            &[product.hash.to_le_bytes(), offers.hash.to_le_bytes()].concat(),
+        );
         if negotiate::not_modified(headers.get(IF_NONE_MATCH), hash) {
             return Ok(respond::not_modified(&state, &ask, hash));
         }
@@ -166,26 +200,31 @@ pub async fn product_offers(
         (status = 200, description = "A JSON array with one element per requested id, in order; `null` for unknown ids"),
         (status = 400, description = "Missing, invalid or too many ids", content_type = "application/problem+json"),
     ))]
-pub async fn batch(State(state): State<Arc<AppState>>, RawQuery(raw): RawQuery, headers: HeaderMap) -> Response {
+pub async fn batch(
+    State(state): State<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let result: Result<Response, Problem> = async {
         let ids = query::param(raw.as_deref(), "ids")?
             .ok_or_else(|| Problem::bad_param("ids", "is required, e.g. ?ids=P0000001,P0000002"))?;
         let ids: Vec<&str> = ids.split(',').collect();
         let max = state.http.max_batch_ids;
         if ids.len() > max {
-            return Err(Problem::bad_param("ids", format!("at most {max} ids per request, got {}", ids.len())));
+            return Err(Problem::bad_param(
+                "ids",
+                format!("at most {max} ids per request, got {}", ids.len()),
+            ));
         }
         for id in &ids {
             check_id(id).map_err(|e| Problem::bad_param("ids", format!("{id:?} {e}")))?;
         }
         let ask = ask(&headers)?;
-        let entries = futures_util::future::join_all(
-            ids.iter().map(|id| {
-                let key = product_key(ask.format, id);
-                let state = &state;
-                async move { lookup(state, &key).await }
-            }),
-        )
+        let entries = futures_util::future::join_all(ids.iter().map(|id| {
+            let key = product_key(ask.format, id);
+            let state = &state;
+            async move { lookup(state, &key).await }
+        }))
         .await;
         let mut size = 2;
         let mut views = Vec::with_capacity(entries.len());

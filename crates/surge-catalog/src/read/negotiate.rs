@@ -12,7 +12,9 @@ use crate::views::Format;
 /// weight (`type/subtype` over `type/*` over `*/*`); the highest weight above zero
 /// wins, ties going to the earlier format in [`Format::ALL`].
 pub fn format(accept: Option<&HeaderValue>) -> Result<Format, Problem> {
-    let Some(accept) = accept else { return Ok(Format::Standard) };
+    let Some(accept) = accept else {
+        return Ok(Format::Standard);
+    };
     let bytes = accept.as_bytes();
     if bytes == b"application/json" || bytes == b"*/*" || bytes.is_empty() {
         return Ok(Format::Standard);
@@ -38,10 +40,11 @@ pub fn format(accept: Option<&HeaderValue>) -> Result<Format, Problem> {
                 chosen = Some((specificity, q));
             }
         }
-        if let Some((_, q)) = chosen {
-            if q > 0.0 && best.is_none_or(|(bq, _)| q > bq) {
-                best = Some((q, f));
-            }
+        if let Some((_, q)) = chosen
+            && q > 0.0
+            && best.is_none_or(|(bq, _)| q > bq)
+        {
+            best = Some((q, f));
         }
     }
     best.map(|(_, f)| f).ok_or_else(not_acceptable)
@@ -51,7 +54,12 @@ fn quality<'a>(params: impl Iterator<Item = &'a str>) -> f32 {
     for p in params {
         let p = p.trim();
         if let Some(v) = p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")) {
-            return v.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).unwrap_or(0.0);
+            return v
+                .trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|q| (0.0..=1.0).contains(q))
+                .unwrap_or(0.0);
         }
     }
     1.0
@@ -61,13 +69,18 @@ fn not_acceptable() -> Problem {
     let offered: Vec<&str> = Format::ALL.iter().map(|f| f.media_type()).collect();
     Problem::new(
         ProblemKind::NotAcceptable,
-        format!("none of the acceptable media types is offered; offered: {}", offered.join(", ")),
+        format!(
+            "none of the acceptable media types is offered; offered: {}",
+            offered.join(", ")
+        ),
     )
 }
 
 /// Whether the client takes gzip (`gzip`, `x-gzip` or `*` with a weight above zero).
 pub fn gzip(accept_encoding: Option<&HeaderValue>) -> bool {
-    let Some(text) = accept_encoding.and_then(|v| v.to_str().ok()) else { return false };
+    let Some(text) = accept_encoding.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
     let mut star = false;
     for coding in text.split(',') {
         let mut parts = coding.split(';');
@@ -85,7 +98,9 @@ pub fn gzip(accept_encoding: Option<&HeaderValue>) -> bool {
 /// Whether `If-None-Match` names the entity whose hash is `hash` (weak comparison,
 /// any encoding's tag: `"<hex>"` or `"<hex>-gz"`).
 pub fn not_modified(if_none_match: Option<&HeaderValue>, hash: u64) -> bool {
-    let Some(text) = if_none_match.and_then(|v| v.to_str().ok()) else { return false };
+    let Some(text) = if_none_match.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
     text.split(',').any(|tag| {
         let tag = tag.trim();
         if tag == "*" {
@@ -111,20 +126,35 @@ mod tests {
     #[test]
     fn picks_formats() {
         assert_eq!(format(None).ok(), Some(Format::Standard));
-        assert_eq!(format(hv("application/x.alpha-format+json").as_ref()).ok(), Some(Format::Alpha));
+        assert_eq!(
+            format(hv("application/x.alpha-format+json").as_ref()).ok(),
+            Some(Format::Alpha)
+        );
         assert_eq!(
             format(hv("application/json;q=0.5, application/x.beta-format+json").as_ref()).ok(),
             Some(Format::Beta)
         );
-        assert_eq!(format(hv("text/html, application/*;q=0.1").as_ref()).ok(), Some(Format::Standard));
+        assert_eq!(
+            format(hv("text/html, application/*;q=0.1").as_ref()).ok(),
+            Some(Format::Standard)
+        );
         assert_eq!(
             format(hv("*/*;q=0.9, application/json;q=0").as_ref()).ok(),
             Some(Format::Alpha),
             "an explicit q=0 excludes a format even under */*"
         );
-        for bad in ["text/html", "image/png, text/*", "application/json;q=0", "application/json;q=abc"] {
+        for bad in [
+            "text/html",
+            "image/png, text/*",
+            "application/json;q=0",
+            "application/json;q=abc",
+        ] {
             let p = format(Some(&HeaderValue::from_static(bad))).err();
-            assert_eq!(p.map(|p| p.kind()), Some(ProblemKind::NotAcceptable), "{bad}");
+            assert_eq!(
+                p.map(|p| p.kind()),
+                Some(ProblemKind::NotAcceptable),
+                "{bad}"
+            );
         }
     }
 

@@ -8,7 +8,9 @@ pub fn param(raw: Option<&str>, name: &str) -> Result<Option<String>, Problem> {
     for pair in raw.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         if k == name {
-            return decode(v).map(Some).ok_or_else(|| Problem::bad_param(name, "is not valid percent-encoded UTF-8"));
+            return decode(v)
+                .map(Some)
+                .ok_or_else(|| Problem::bad_param(name, "is not valid percent-encoded UTF-8"));
         }
     }
     Ok(None)
@@ -47,7 +49,10 @@ mod tests {
 
     #[test]
     fn finds_and_decodes() {
-        assert_eq!(param(Some("a=1&ids=P1%2CP2"), "ids").ok().flatten(), Some("P1,P2".into()));
+        assert_eq!(
+            param(Some("a=1&ids=P1%2CP2"), "ids").ok().flatten(),
+            Some("P1,P2".into())
+        );
         assert_eq!(param(Some("market=DE"), "ids").ok().flatten(), None);
         assert_eq!(param(None, "ids").ok().flatten(), None);
         assert!(param(Some("ids=%zz"), "ids").is_err());

@@ -30,7 +30,11 @@ pub struct Piece {
 
 impl Piece {
     fn new(identity: &'static [u8]) -> Piece {
-        Piece { identity, gzip: gzip::compress(identity, 9), crc: crc32fast::hash(identity) }
+        Piece {
+            identity,
+            gzip: gzip::compress(identity, 9),
+            crc: crc32fast::hash(identity),
+        }
     }
 }
 
@@ -103,13 +107,29 @@ fn base(state: &AppState, ask: &Ask, status: StatusCode, body: Bytes) -> Respons
 }
 
 /// A cached view, or 304 when `If-None-Match` names it.
-pub fn view(state: &AppState, ask: &Ask, v: &View, if_none_match: Option<&HeaderValue>) -> Response {
+pub fn view(
+    state: &AppState,
+    ask: &Ask,
+    v: &View,
+    if_none_match: Option<&HeaderValue>,
+) -> Response {
     if negotiate::not_modified(if_none_match, v.hash) {
         let mut r = base(state, ask, StatusCode::NOT_MODIFIED, Bytes::new());
-        r.headers_mut().insert(ETAG, if ask.gzip { v.etag_gzip.clone() } else { v.etag.clone() });
+        r.headers_mut().insert(
+            ETAG,
+            if ask.gzip {
+                v.etag_gzip.clone()
+            } else {
+                v.etag.clone()
+            },
+        );
         return r;
     }
-    let (body, etag) = if ask.gzip { (v.gzip.clone(), &v.etag_gzip) } else { (v.identity.clone(), &v.etag) };
+    let (body, etag) = if ask.gzip {
+        (v.gzip.clone(), &v.etag_gzip)
+    } else {
+        (v.identity.clone(), &v.etag)
+    };
     let mut r = base(state, ask, StatusCode::OK, body);
     let h = r.headers_mut();
     h.insert(ETAG, etag.clone());
@@ -135,6 +155,7 @@ pub fn bytes(state: &AppState, ask: &Ask, body: Bytes, hash: Option<u64>) -> Res
 /// 304 for a joined document.
 pub fn not_modified(state: &AppState, ask: &Ask, hash: u64) -> Response {
     let mut r = base(state, ask, StatusCode::NOT_MODIFIED, Bytes::new());
-    r.headers_mut().insert(ETAG, etag_value(hash, if ask.gzip { "-gz" } else { "" }));
+    r.headers_mut()
+        .insert(ETAG, etag_value(hash, if ask.gzip { "-gz" } else { "" }));
     r
 }

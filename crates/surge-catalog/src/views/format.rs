@@ -53,7 +53,9 @@ impl Format {
 }
 
 fn alpha(v: &Value) -> Value {
-    let Value::Object(map) = v else { return v.clone() };
+    let Value::Object(map) = v else {
+        return v.clone();
+    };
     let mut out = Map::with_capacity(map.len());
     for (k, v) in map {
         match (k.as_str(), v) {
@@ -64,7 +66,10 @@ fn alpha(v: &Value) -> Value {
                 let mut attrs = Map::with_capacity(items.len());
                 for item in items {
                     if let Some(key) = item.get("key").and_then(Value::as_str) {
-                        attrs.insert(key.to_owned(), item.get("value").cloned().unwrap_or(Value::Null));
+                        attrs.insert(
+                            key.to_owned(),
+                            item.get("value").cloned().unwrap_or(Value::Null),
+                        );
                     }
                 }
                 out.insert("attributes".into(), Value::Object(attrs));
@@ -102,7 +107,11 @@ fn beta(v: &Value) -> Value {
         Value::Object(map) => {
             let mut out = Map::with_capacity(map.len());
             for (k, v) in map {
-                let key = if k == "sizes" { "variants".to_owned() } else { camel(k) };
+                let key = if k == "sizes" {
+                    "variants".to_owned()
+                } else {
+                    camel(k)
+                };
                 let value = match v {
                     Value::Object(locales) if is_localized(k) => {
                         let mut list: Vec<(&String, &Value)> = locales.iter().collect();
@@ -153,7 +162,11 @@ mod tests {
 
     #[test]
     fn transforms_tolerate_any_shape() {
-        for v in [json!(null), json!([1, 2]), json!({"attributes": "nope", "name": "plain"})] {
+        for v in [
+            json!(null),
+            json!([1, 2]),
+            json!({"attributes": "nope", "name": "plain"}),
+        ] {
             for f in Format::ALL {
                 let _ = f.transform(&v);
             }

@@ -8,6 +8,8 @@
 //! combined from the pieces' CRCs (no pass over the data). Every gzip client can read
 //! it, unlike concatenated members, which some clients stop reading after the first.
 
+use std::cell::RefCell;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, FlushCompress};
 
@@ -16,9 +18,33 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 const CLOSING_LEN: usize = FINAL_BLOCK.len() + 8;
 
+thread_local! {
+    /// One deflate state per thread and level: creating one allocates and zeroes
+    /// ~256 KB, which costs more than compressing a small offers document.
+    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+}
+
 /// Compresses `data` into one joinable gzip member at `level` (0–9).
 pub fn compress(data: &[u8], level: u32) -> Bytes {
-    let mut c = Compress::new(Compression::new(level.min(9)), false);
+    let level = level.min(9);
+    DEFLATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        match slot.as_mut() {
+            Some((l, c)) if *l == level => {
+                c.reset();
+                compress_with(c, data)
+            }
+            _ => {
+                let mut c = Compress::new(Compression::new(level), false);
+                let out = compress_with(&mut c, data);
+                *slot = Some((level, c));
+                out
+            }
+        }
+    })
+}
+
+fn compress_with(c: &mut Compress, data: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(HEADER.len() + data.len() / 3 + 64);
     out.extend_from_slice(&HEADER);
     loop {
@@ -27,7 +53,9 @@ pub fn compress(data: &[u8], level: u32) -> Bytes {
         }
         let consumed = usize::try_from(c.total_in()).unwrap_or(data.len());
         // Deflate on an in-memory buffer only fails on misuse, which the loop avoids.
-        if c.compress_vec(&data[consumed..], &mut out, FlushCompress::Full).is_err() {
+        if c.compress_vec(&data[consumed..], &mut out, FlushCompress::Full)
+            .is_err()
+        {
             unreachable!("deflate into a Vec with spare capacity cannot fail");
         }
         let consumed = usize::try_from(c.total_in()).unwrap_or(data.len());
@@ -66,13 +94,19 @@ impl Joiner {
     pub fn with_capacity(capacity: usize) -> Self {
         let mut out = BytesMut::with_capacity(capacity + HEADER.len() + CLOSING_LEN);
         out.put_slice(&HEADER);
-        Joiner { out, crc: crc32fast::Hasher::new(), len: 0 }
+        Joiner {
+            out,
+            crc: crc32fast::Hasher::new(),
+            len: 0,
+        }
     }
 
     /// Appends a member made by [`compress`] whose uncompressed length is `len`.
     pub fn push(&mut self, member: &[u8], crc: u32, len: usize) {
-        self.out.put_slice(&member[HEADER.len()..member.len() - CLOSING_LEN]);
-        self.crc.combine(&crc32fast::Hasher::new_with_initial_len(crc, len as u64));
+        self.out
+            .put_slice(&member[HEADER.len()..member.len() - CLOSING_LEN]);
+        self.crc
+            .combine(&crc32fast::Hasher::new_with_initial_len(crc, len as u64));
         self.len += len as u64;
     }
 
@@ -93,7 +127,9 @@ mod tests {
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("valid gzip");
+        flate2::read::GzDecoder::new(data)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
         out
     }
 

@@ -82,7 +82,10 @@ impl View {
 
     /// The stored form of this view.
     pub fn to_stored(&self) -> StoredView {
-        StoredView { gzip: self.gzip.clone(), etag: format!("{:016x}", self.hash) }
+        StoredView {
+            gzip: self.gzip.clone(),
+            etag: format!("{:016x}", self.hash),
+        }
     }
 
     /// Bytes kept in memory for this view.

@@ -16,11 +16,17 @@ pub type ViewChange = (String, Option<View>);
 /// the standard view alone and deletes the derived ones.
 pub fn product_views(id: &str, body: Option<&Bytes>, level: u32) -> Vec<ViewChange> {
     let Some(body) = body else {
-        return Format::ALL.iter().map(|f| (product_key(*f, id), None)).collect();
+        return Format::ALL
+            .iter()
+            .map(|f| (product_key(*f, id), None))
+            .collect();
     };
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     if parsed.is_none() {
-        tracing::error!(product_id = id, "stored product body is not JSON; serving it only as application/json");
+        tracing::error!(
+            product_id = id,
+            "stored product body is not JSON; serving it only as application/json"
+        );
     }
     Format::ALL
         .iter()
@@ -67,7 +73,10 @@ pub fn offers_document(format: Format, id: &str, market: &str, offers: &[Offer])
             .iter()
             .map(|o| OfferDoc {
                 merchant_id: &o.merchant_id,
-                price: PriceDoc { amount_minor: o.price_minor, currency: &o.currency },
+                price: PriceDoc {
+                    amount_minor: o.price_minor,
+                    currency: &o.currency,
+                },
                 stock: o.stock,
                 updated_at_ms: o.updated_at_ms,
             })
@@ -86,9 +95,8 @@ pub fn offers_views(id: &str, market: &str, offers: &[Offer], level: u32) -> Vec
     Format::ALL
         .iter()
         .map(|f| {
-            let view = (!offers.is_empty()).then(|| {
-                View::build(Bytes::from(offers_document(*f, id, market, offers)), level)
-            });
+            let view = (!offers.is_empty())
+                .then(|| View::build(Bytes::from(offers_document(*f, id, market, offers)), level));
             (offers_key(*f, id, market), view)
         })
         .collect()
@@ -105,9 +113,17 @@ mod tests {
         assert_eq!(views.len(), 3);
         assert_eq!(views[0].0, "p:std:P1");
         assert_eq!(views[0].1.as_ref().map(|v| v.identity.clone()), Some(body));
-        let alpha = views[1].1.as_ref().map(|v| v.identity.clone()).unwrap_or_default();
+        let alpha = views[1]
+            .1
+            .as_ref()
+            .map(|v| v.identity.clone())
+            .unwrap_or_default();
         assert_eq!(&alpha[..], br#"{"productId":"P1","attributes":{"k":1}}"#);
-        assert!(product_views("P1", None, 6).iter().all(|(_, v)| v.is_none()));
+        assert!(
+            product_views("P1", None, 6)
+                .iter()
+                .all(|(_, v)| v.is_none())
+        );
     }
 
     #[test]
@@ -126,6 +142,10 @@ mod tests {
             std::str::from_utf8(&doc).unwrap_or_default(),
             r#"{"product_id":"P1","market":"DE","offers":[{"merchant_id":"M1","price":{"amount_minor":1999,"currency":"EUR"},"stock":4,"updated_at_ms":7}]}"#
         );
-        assert!(offers_views("P1", "DE", &[], 6).iter().all(|(k, v)| v.is_none() && k.starts_with("o:")));
+        assert!(
+            offers_views("P1", "DE", &[], 6)
+                .iter()
+                .all(|(k, v)| v.is_none() && k.starts_with("o:"))
+        );
     }
 }

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Catalog read benchmark, side by side with nginx in one run on one machine.
+#
+#   bench/catalog.sh [PRODUCTS] [HOT] [SECONDS]        (defaults: 100000 10000 15)
+#
+# 1. seeds PRODUCTS synthetic products (~22 KB each) straight into a fresh data dir
+#    and reports the end-to-end ingest rate (written + projected to views);
+# 2. starts Surge on it and measures the time until the first product is served;
+# 3. exports the identical response bytes of the HOT set (identity + .gz) for nginx
+#    (gzip_static on, sendfile, keepalive, access_log off);
+# 4. pins each server to core 0 (Surge: one tokio worker; nginx: one worker) and wrk
+#    to core 1, 64 connections, random ids over the hot set, identity then gzip;
+# 5. batch of 100 ids vs single GETs (items/s), and Surge's RSS after the runs.
+# Needs: a release build (cargo build --release -p surge), nginx, wrk, curl, taskset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PRODUCTS=${1:-100000}
+HOT=${2:-10000}
+SECS=${3:-15}
+TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/surge-target}
+SURGE=$TARGET/release/surge
+PORT_S=18080
+PORT_N=18081
+WORK=$(mktemp -d /tmp/surge-bench.XXXXXX)
+export SURGE_ADMIN_TOKEN=bench
+for tool in nginx wrk curl taskset; do command -v $tool >/dev/null || { echo "missing $tool (apt-get install nginx-light wrk curl util-linux)"; exit 1; }; done
+[ -x "$SURGE" ] || { echo "build first: cargo build --release -p surge"; exit 1; }
+cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+echo "## ingest: $PRODUCTS products into embedded SQLite, end to end to views"
+"$SURGE" seed --products "$PRODUCTS" --data-dir "$WORK/data" 2>/dev/null | tail -n 1
+
+echo "## start-up with $PRODUCTS products on disk"
+t0=$(date +%s.%N)
+TOKIO_WORKER_THREADS=1 taskset -c 0 "$SURGE" up --listen 127.0.0.1:$PORT_S --data-dir "$WORK/data" 2>"$WORK/surge.log" &
+SPID=$!
+until curl -sf -o /dev/null "http://127.0.0.1:$PORT_S/products/P0000001"; do sleep 0.005; done
+t1=$(date +%s.%N)
+echo "first product served $(echo "($t1 - $t0) * 1000" | bc | cut -d. -f1) ms after exec"
+
+echo "## exporting the hot set for nginx and warming Surge's cache"
+mkdir -p "$WORK/www/products"
+for i in $(seq 1 "$HOT"); do printf 'P%07d\n' "$i"; done > "$WORK/ids"
+xargs -P 4 -I{} sh -c "curl -sf -o '$WORK/www/products/{}' http://127.0.0.1:$PORT_S/products/{} && curl -sf -H 'Accept-Encoding: gzip' -o '$WORK/www/products/{}.gz' http://127.0.0.1:$PORT_S/products/{}" < "$WORK/ids"
+echo "hot set: $HOT products, $(du -sh "$WORK/www" | cut -f1) on disk"
+
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  default_type application/json;
+  gzip_static on;
+  etag on;
+  open_file_cache max=20000 inactive=60s;
+  server {
+    listen 127.0.0.1:$PORT_N;
+    root $WORK/www;
+    location /products/ { add_header Vary "Accept, Accept-Encoding"; add_header Cache-Control "public, max-age=60"; }
+  }
+}
+NGINX
+taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
+until curl -sf -o /dev/null "http://127.0.0.1:$PORT_N/products/P0000001"; do sleep 0.05; done
+cmp <(curl -s http://127.0.0.1:$PORT_N/products/P0000002) <(curl -s http://127.0.0.1:$PORT_S/products/P0000002) && echo "nginx and Surge serve identical bytes"
+
+run() { # name port extra-wrk-args...
+  local name=$1 port=$2; shift 2
+  HOT=$HOT taskset -c 1 wrk -t1 -c64 -d"${SECS}s" --latency -s bench/random-ids.lua "$@" "http://127.0.0.1:$port" > "$WORK/$name.txt"
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$name.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$WORK/$name.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$WORK/$name.txt")
+  echo "$name $rps $p50 $p99"
+}
+
+echo "## single GET, 64 connections, ${SECS}s each (server on core 0, wrk on core 1)"
+echo "run req/s p50 p99"
+N_ID=$(run nginx-identity $PORT_N); echo "$N_ID"
+S_ID=$(run surge-identity $PORT_S); echo "$S_ID"
+N_GZ=$(run nginx-gzip $PORT_N -H "Accept-Encoding: gzip"); echo "$N_GZ"
+S_GZ=$(run surge-gzip $PORT_S -H "Accept-Encoding: gzip"); echo "$S_GZ"
+ratio() { echo "scale=2; $(echo "$1" | cut -d' ' -f2) / $(echo "$2" | cut -d' ' -f2)" | bc; }
+echo "ratio surge/nginx identity: $(ratio "$S_ID" "$N_ID")x   gzip: $(ratio "$S_GZ" "$N_GZ")x"
+
+echo "## batch of 100 ids (gzip) vs single GET (gzip), Surge"
+S_B=$(BATCH=100 run surge-batch100-gzip $PORT_S -H "Accept-Encoding: gzip"); echo "$S_B"
+B_ITEMS=$(echo "$(echo "$S_B" | cut -d' ' -f2) * 100" | bc)
+echo "batch items/s: $B_ITEMS; single items/s: $(echo "$S_GZ" | cut -d' ' -f2); ratio $(echo "scale=2; $B_ITEMS / $(echo "$S_GZ" | cut -d' ' -f2)" | bc)x"
+
+echo "## memory"
+echo "surge RSS after the runs: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$SPID/status); cache budget $(( $(curl -s http://127.0.0.1:$PORT_S/metrics | awk '/^surge_cache_weight_bytes/ {print int($2)}') / 1048576 )) MiB used of 512 MiB"

@@ -1,0 +1,327 @@
+//! End-to-end tests of the real `surge` binary: it starts on port 0, serves reads and
+//! writes, survives `kill -9` in the middle of a bulk ingest without losing or
+//! double-applying an acknowledged write, and prints its configuration.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "e2e-token";
+
+struct Surge {
+    child: Child,
+    base: String,
+}
+
+impl Surge {
+    /// Starts `surge up` on a free port and waits for its `listening on` line.
+    fn start(data_dir: &Path) -> Surge {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("SURGE_ADMIN_TOKEN", TOKEN)
+            .env("SURGE_LOG__FORMAT", "pretty")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn surge");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(at) = line.find("listening on ") {
+                    let addr = line[at + "listening on ".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("surge printed no 'listening on' line");
+        Surge {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn kill9(mut self) {
+        // Child::kill sends SIGKILL on Unix: no shutdown hook runs.
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Surge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone)]
+struct Http(Client<HttpConnector, Full<Bytes>>);
+
+impl Http {
+    fn new() -> Self {
+        Http(Client::builder(TokioExecutor::new()).build_http())
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Bytes), String> {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", format!("Bearer {TOKEN}"));
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let req = b
+            .body(Full::new(
+                body.map(|v| Bytes::from(v.to_string())).unwrap_or_default(),
+            ))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.0.request(req))
+            .await
+            .map_err(|_| "timeout".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    async fn get_json(&self, url: &str) -> (u16, Value) {
+        let (s, b) = self.send("GET", url, None).await.expect("GET");
+        (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    }
+}
+
+/// Polls `url` until it answers `status`, for at most `within`.
+async fn wait_for(http: &Http, url: &str, status: u16, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok((s, _)) = http.send("GET", url, None).await
+            && s == status
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered {status}");
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn product(n: usize) -> Value {
+    json!({"id": format!("K{n:05}"), "name": {"en": format!("Product {n}")},
+           "attributes": [{"key": "n", "value": n}], "filler": "x".repeat(2000)})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_reads_and_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let surge = Surge::start(dir.path());
+    let http = Http::new();
+    wait_for(
+        &http,
+        &format!("{}/readyz", surge.base),
+        200,
+        Duration::from_secs(10),
+    )
+    .await;
+    let (s, _) = http
+        .send(
+            "PUT",
+            &format!("{}/admin/products/K00001", surge.base),
+            Some(product(1)),
+        )
+        .await
+        .expect("put");
+    assert_eq!(s, 201);
+    wait_for(
+        &http,
+        &format!("{}/products/K00001", surge.base),
+        200,
+        Duration::from_secs(10),
+    )
+    .await;
+    let (s, doc) = http
+        .get_json(&format!("{}/products/K00001", surge.base))
+        .await;
+    assert_eq!((s, doc), (200, product(1)));
+    let (s, problem) = http
+        .get_json(&format!(
+            "{}/products?ids={}",
+            surge.base,
+            vec!["K1"; 101].join(",")
+        ))
+        .await;
+    assert_eq!(s, 400);
+    assert_eq!(problem["type"], "https://surge.dev/problems/bad-request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_dash_nine_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let surge = Surge::start(dir.path());
+    let http = Http::new();
+    wait_for(
+        &http,
+        &format!("{}/readyz", surge.base),
+        200,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Writers PUT products and offers as fast as they can; the test kills the
+    // process once enough writes have been acknowledged.
+    let acked_products = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let acked_offers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..8usize {
+        let (http, base) = (http.clone(), surge.base.clone());
+        let (acked_products, acked_offers, stop) =
+            (acked_products.clone(), acked_offers.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..10_000usize {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let n = i * 8 + w;
+                let id = format!("K{n:05}");
+                match http.send("PUT", &format!("{base}/admin/products/{id}"), Some(product(n))).await {
+                    Ok((201, _)) => acked_products.lock().expect("lock").push(n),
+                    Ok((status, body)) => panic!("unexpected {status}: {}", String::from_utf8_lossy(&body)),
+                    Err(_) => break, // the process is gone
+                }
+                let offer = json!({"offers": [{"product_id": id, "merchant_id": "M1", "market": "DE",
+                    "price": {"amount_minor": 1000 + n, "currency": "EUR"}, "stock": n}]});
+                match http.send("POST", &format!("{base}/admin/offers"), Some(offer)).await {
+                    Ok((200, _)) => acked_offers.lock().expect("lock").push(n),
+                    Ok((status, body)) => panic!("unexpected {status}: {}", String::from_utf8_lossy(&body)),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_products.lock().expect("lock").len() < 300 {
+        assert!(Instant::now() < deadline, "writers made no progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    surge.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let products = acked_products.lock().expect("lock").clone();
+    let offers = acked_offers.lock().expect("lock").clone();
+    assert!(products.len() >= 300);
+
+    // Restart on the same data directory; the projector resumes from its position.
+    let surge = Surge::start(dir.path());
+    wait_for(
+        &http,
+        &format!("{}/readyz", surge.base),
+        200,
+        Duration::from_secs(60),
+    )
+    .await;
+    let (_, status) = http
+        .get_json(&format!("{}/admin/projector", surge.base))
+        .await;
+    assert_eq!(status["lag_entries"], 0, "{status}");
+    for &n in &products {
+        let id = format!("K{n:05}");
+        let (s, doc) = http
+            .get_json(&format!("{}/products/{id}", surge.base))
+            .await;
+        assert_eq!(
+            (s, doc),
+            (200, product(n)),
+            "acknowledged product {id} lost"
+        );
+        let (s, body) = http
+            .send("GET", &format!("{}/admin/products/{id}", surge.base), None)
+            .await
+            .expect("get");
+        assert_eq!(s, 200);
+        assert!(!body.is_empty());
+    }
+    for &n in &offers {
+        let id = format!("K{n:05}");
+        let (s, doc) = http
+            .get_json(&format!("{}/products/{id}/offers?market=DE", surge.base))
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            doc["offers"][0]["price"]["amount_minor"],
+            1000 + n as i64,
+            "acknowledged offer of {id} lost"
+        );
+    }
+    // Nothing applied twice: each product was written once, so its version is 1, and
+    // the views match the source one for one.
+    let (_, status) = http
+        .get_json(&format!("{}/admin/projector", surge.base))
+        .await;
+    assert_eq!(status["applied_position"], status["outbox_head"]);
+    for &n in products.iter().take(50) {
+        let url = format!("{}/admin/products/K{n:05}", surge.base);
+        let req = http::Request::get(&url)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::new()))
+            .expect("req");
+        let resp = http.0.request(req).await.expect("get");
+        assert_eq!(resp.headers()["x-surge-version"], "1");
+    }
+}
+
+#[test]
+fn config_dump_prints_the_effective_configuration() {
+    let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args(["config", "--dump", "--listen", "127.0.0.1:9999"])
+        .env("SURGE_ADMIN_TOKEN", "secret-value")
+        .env("SURGE_CATALOG__CACHE__TTL_SECONDS", "30")
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("listen = \"127.0.0.1:9999\""), "{text}");
+    assert!(text.contains("ttl_seconds = 30"), "{text}");
+    assert!(!text.contains("secret-value"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args(["config", "--dump"])
+        .env("SURGE_CATALOG__CACHE__MAX_BYTES", "12")
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cache.max_bytes"));
+}
