@@ -24,8 +24,15 @@ thread_local! {
     static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
 }
 
+/// Below this size a view is stored, not compressed: a deflate pass would cost more
+/// (state reset, hash tables) than the few bytes it saves on a small document.
+pub const STORE_BELOW: usize = 1024;
+
 /// Compresses `data` into one joinable gzip member at `level` (0–9).
 pub fn compress(data: &[u8], level: u32) -> Bytes {
+    if data.len() < STORE_BELOW {
+        return stored(data);
+    }
     let level = level.min(9);
     DEFLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -63,6 +70,22 @@ fn compress_with(c: &mut Compress, data: &[u8]) -> Bytes {
             break;
         }
     }
+    out.extend_from_slice(&FINAL_BLOCK);
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Bytes::from(out)
+}
+
+/// A joinable member holding `data` (shorter than 64 KiB) in one stored block: a
+/// non-final stored block ends byte-aligned and refers to nothing before it.
+fn stored(data: &[u8]) -> Bytes {
+    let len = data.len() as u16;
+    let mut out = Vec::with_capacity(HEADER.len() + 5 + data.len() + CLOSING_LEN);
+    out.extend_from_slice(&HEADER);
+    out.push(0x00); // BFINAL = 0, BTYPE = 00 (stored), padded to the byte boundary
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(!len).to_le_bytes());
+    out.extend_from_slice(data);
     out.extend_from_slice(&FINAL_BLOCK);
     out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
