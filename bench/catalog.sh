@@ -2,6 +2,7 @@
 # Catalog read benchmark, side by side with nginx in one run on one machine.
 #
 #   bench/catalog.sh [PRODUCTS] [HOT] [SECONDS]        (defaults: 100000 10000 15)
+#   env: BENCH_DATA (seeded data dir, kept between runs), RATE (offer updates/s, 10000), VIS_SECS (20)
 #
 # 1. seeds PRODUCTS synthetic products (~22 KB each) straight into a fresh data dir
 #    and reports the end-to-end ingest rate (written + projected to views);
@@ -10,7 +11,8 @@
 #    (gzip_static on, sendfile, keepalive, access_log off);
 # 4. pins each server to core 0 (Surge: one tokio worker; nginx: one worker) and wrk
 #    to core 1, 64 connections, random ids over the hot set, identity then gzip;
-# 5. batch of 100 ids vs single GETs (items/s), and Surge's RSS after the runs.
+# 5. batch of 100 ids vs single GETs (items/s);
+# 6. offer update -> read visibility under RATE offer updates/s; Surge's RSS at the end.
 # Needs: a release build (cargo build --release -p surge), nginx, wrk, curl, taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,20 +24,33 @@ SURGE=$TARGET/release/surge
 PORT_S=18080
 PORT_N=18081
 WORK=$(mktemp -d /tmp/surge-bench.XXXXXX)
+chmod 755 "$WORK" # nginx workers run as an unprivileged user and must read www/
 export SURGE_ADMIN_TOKEN=bench
 for tool in nginx wrk curl taskset; do command -v $tool >/dev/null || { echo "missing $tool (apt-get install nginx-light wrk curl util-linux)"; exit 1; }; done
 [ -x "$SURGE" ] || { echo "build first: cargo build --release -p surge"; exit 1; }
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "## ingest: $PRODUCTS products into embedded SQLite, end to end to views"
-"$SURGE" seed --products "$PRODUCTS" --data-dir "$WORK/data" 2>/dev/null | tail -n 1
+# The seeded catalog is kept between runs (the benchmarks only read it, or add offers).
+DATA=${BENCH_DATA:-$HOME/.cache/surge-bench/p$PRODUCTS}
+if [ ! -f "$DATA/.seeded" ]; then
+  rm -rf "$DATA"; mkdir -p "$DATA"
+  echo "## ingest: $PRODUCTS products into embedded SQLite, end to end to views"
+  "$SURGE" seed --products "$PRODUCTS" --data-dir "$DATA" 2>/dev/null | tail -n 1 > "$WORK/seeded"
+  cat "$WORK/seeded"; mv "$WORK/seeded" "$DATA/.seeded" # marks a complete catalog
+else
+  echo "## ingest (from the run that seeded $DATA): $(cat "$DATA/.seeded")"
+fi
 
 echo "## start-up with $PRODUCTS products on disk"
 t0=$(date +%s.%N)
-TOKIO_WORKER_THREADS=1 taskset -c 0 "$SURGE" up --listen 127.0.0.1:$PORT_S --data-dir "$WORK/data" 2>"$WORK/surge.log" &
+TOKIO_WORKER_THREADS=1 taskset -c 0 "$SURGE" up --listen 127.0.0.1:$PORT_S --data-dir "$DATA" 2>"$WORK/surge.log" &
 SPID=$!
-until curl -sf -o /dev/null "http://127.0.0.1:$PORT_S/products/P0000001"; do sleep 0.005; done
+wait_ok() { # url: poll until 200, at most 60 s
+  for _ in $(seq 1 12000); do curl -sf -o /dev/null "$1" && return 0; sleep 0.005; done
+  echo "no 200 from $1 within 60 s" >&2; exit 1
+}
+wait_ok "http://127.0.0.1:$PORT_S/products/P0000001"
 t1=$(date +%s.%N)
 echo "first product served $(echo "($t1 - $t0) * 1000" | bc | cut -d. -f1) ms after exec"
 
@@ -70,7 +85,7 @@ http {
 }
 NGINX
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
-until curl -sf -o /dev/null "http://127.0.0.1:$PORT_N/products/P0000001"; do sleep 0.05; done
+wait_ok "http://127.0.0.1:$PORT_N/products/P0000001"
 cmp <(curl -s http://127.0.0.1:$PORT_N/products/P0000002) <(curl -s http://127.0.0.1:$PORT_S/products/P0000002) && echo "nginx and Surge serve identical bytes"
 
 run() { # name port extra-wrk-args...
@@ -96,6 +111,10 @@ echo "## batch of 100 ids (gzip) vs single GET (gzip), Surge"
 S_B=$(BATCH=100 run surge-batch100-gzip $PORT_S -H "Accept-Encoding: gzip"); echo "$S_B"
 B_ITEMS=$(echo "$(echo "$S_B" | cut -d' ' -f2) * 100" | bc)
 echo "batch items/s: $B_ITEMS; single items/s: $(echo "$S_GZ" | cut -d' ' -f2); ratio $(echo "scale=2; $B_ITEMS / $(echo "$S_GZ" | cut -d' ' -f2)" | bc)x"
+
+echo "## offer update -> visible on the read API, under ${RATE:-10000} offer updates/s (prober and writers on core 1)"
+taskset -c 1 python3 bench/offer_visibility.py --base "http://127.0.0.1:$PORT_S" --token "$SURGE_ADMIN_TOKEN" \
+  --products "$PRODUCTS" --rate "${RATE:-10000}" --seconds "${VIS_SECS:-20}"
 
 echo "## memory"
 echo "surge RSS after the runs: $(awk '/VmRSS/ {print $2/1024 " MiB"}' /proc/$SPID/status); cache budget $(( $(curl -s http://127.0.0.1:$PORT_S/metrics | awk '/^surge_cache_weight_bytes/ {print int($2)}') / 1048576 )) MiB used of 512 MiB"

@@ -4,5 +4,6 @@
 
 pub mod metrics;
 pub mod problem;
+pub mod server;
 
 pub use problem::{FieldError, Problem, ProblemKind};

@@ -1,7 +1,8 @@
 //! Prometheus metrics: one process-wide recorder, the `/metrics` handler, and the
 //! middleware that counts and times every request by route.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -59,23 +60,52 @@ pub async fn render() -> Response {
     }
 }
 
+/// The metric handles of one (route, status), resolved once: the hot path then
+/// updates atomics instead of building label sets and looking names up.
+#[derive(Clone)]
+struct RouteHandles {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// status → route → handles (`Box<str>` keys can be looked up by `&str`).
+type HandleMap = HashMap<u16, HashMap<Box<str>, RouteHandles>>;
+
+static ROUTE_HANDLES: LazyLock<RwLock<HandleMap>> = LazyLock::new(Default::default);
+
+fn route_handles(route: &str, status: u16) -> RouteHandles {
+    if let Some(h) = ROUTE_HANDLES.read().ok().and_then(|map| {
+        map.get(&status)
+            .and_then(|routes| routes.get(route))
+            .cloned()
+    }) {
+        return h;
+    }
+    let handles = RouteHandles {
+        requests: metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => route.to_owned(), "status" => status_label(status)),
+        duration: metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route.to_owned()),
+    };
+    if let Ok(mut map) = ROUTE_HANDLES.write() {
+        map.entry(status)
+            .or_default()
+            .insert(route.into(), handles.clone());
+    }
+    handles
+}
+
 /// Middleware: counts and times each request by its matched route, inside a
 /// `request` span with stable fields (`method`, `route`, `status`).
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let span = tracing::debug_span!("request", method = %request.method(), route = %route, status = tracing::field::Empty);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     span.record("status", status);
-    metrics::histogram!(HTTP_REQUEST_SECONDS, "route" => route.clone())
-        .record(started.elapsed().as_secs_f64());
-    metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => route, "status" => status_label(status))
-        .increment(1);
+    let handles = route_handles(route, status);
+    handles.duration.record(started.elapsed().as_secs_f64());
+    handles.requests.increment(1);
     response
 }
 

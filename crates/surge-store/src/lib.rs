@@ -63,6 +63,11 @@ pub trait CatalogStore: Send + Sync + 'static {
     /// position is not `batch.from_position` (another projector got there first).
     async fn apply_views(&self, batch: &ViewBatch) -> Result<()>;
 
+    /// Deletes at most `max_rows` of the oldest outbox entries with a position up to
+    /// `up_to` (entries the projector has applied and no one needs any more). Returns
+    /// how many were deleted.
+    async fn prune_outbox(&self, up_to: i64, max_rows: u32) -> Result<u64>;
+
     /// Loads one view by key.
     async fn get_view(&self, key: &str) -> Result<Option<StoredView>>;
 

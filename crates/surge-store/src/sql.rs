@@ -137,7 +137,8 @@ impl SqlStore<Sqlite> {
             .test_before_acquire(false)
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(timeout)
-            .connect_with(connect.read_only(true))
+            // Readers share the OS page cache; a small private cache each keeps RSS bounded.
+            .connect_with(connect.read_only(true).pragma("cache_size", "-8192"))
             .await
             .map_err(StoreError::from_sqlx)?;
         Ok(SqlStore { writer, reader })
@@ -516,6 +517,22 @@ macro_rules! sql_store {
                 let started = Instant::now();
                 let r = self.apply_views_inner(batch).await;
                 record($name, "apply_views", started, &r);
+                r
+            }
+
+            async fn prune_outbox(&self, up_to: i64, max_rows: u32) -> Result<u64> {
+                let started = Instant::now();
+                let r = sqlx::query(
+                    "DELETE FROM outbox WHERE position IN \
+                     (SELECT position FROM outbox WHERE position <= $1 ORDER BY position LIMIT $2)",
+                )
+                .bind(up_to)
+                .bind(i64::from(max_rows))
+                .execute(&self.writer)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(StoreError::from_sqlx);
+                record($name, "prune_outbox", started, &r);
                 r
             }
 

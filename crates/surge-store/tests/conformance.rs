@@ -228,6 +228,26 @@ async fn concurrent_writers_commit_in_position_order(s: Arc<dyn CatalogStore>) {
     assert_eq!(s.read_outbox(0, 1000).await.unwrap().len(), 100);
 }
 
+async fn pruning_keeps_positions_and_the_head(s: &dyn CatalogStore) {
+    for i in 0..10 {
+        s.put_products(&[product(&format!("P{i}"), "{}")])
+            .await
+            .unwrap();
+    }
+    let all = s.read_outbox(0, 100).await.unwrap();
+    let cut = all[6].position;
+    assert_eq!(s.prune_outbox(cut, 3).await.unwrap(), 3, "at most max_rows");
+    assert_eq!(s.prune_outbox(cut, 100).await.unwrap(), 4);
+    assert_eq!(s.prune_outbox(cut, 100).await.unwrap(), 0);
+    let left = s.read_outbox(0, 100).await.unwrap();
+    assert_eq!(left.len(), 3);
+    assert_eq!(left[0].position, all[7].position);
+    assert_eq!(s.outbox_head().await.unwrap(), all[9].position);
+    // Positions are never reused after pruning.
+    let r = s.put_products(&[product("P10", "{}")]).await.unwrap();
+    assert!(r[0].position > all[9].position);
+}
+
 async fn closed_store_fails_cleanly(s: &dyn CatalogStore) {
     s.close().await;
     assert!(matches!(s.get_view("x").await, Err(StoreError::Closed)));
@@ -270,6 +290,12 @@ macro_rules! conformance {
             async fn concurrent_writers_commit_in_position_order() {
                 let b = $open().await;
                 super::concurrent_writers_commit_in_position_order(b.store.clone()).await;
+            }
+
+            #[tokio::test]
+            async fn pruning_keeps_positions_and_the_head() {
+                let b = $open().await;
+                super::pruning_keeps_positions_and_the_head(&*b.store).await;
             }
 
             #[tokio::test]

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -60,16 +59,11 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on {addr}"
     );
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, catalog.router)
-        .with_graceful_shutdown(async {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-        })
-        .await
-        .context("server failed")?;
+    surge_http::server::serve(listener, catalog.router, async {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+    })
+    .await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

@@ -159,6 +159,9 @@ impl CatalogStore for Gated {
     async fn apply_views(&self, b: &ViewBatch) -> surge_store::Result<()> {
         self.inner.apply_views(b).await
     }
+    async fn prune_outbox(&self, up_to: i64, max_rows: u32) -> surge_store::Result<u64> {
+        self.inner.prune_outbox(up_to, max_rows).await
+    }
     async fn get_view(&self, key: &str) -> surge_store::Result<Option<surge_store::StoredView>> {
         let _permit = self
             .gate

@@ -15,6 +15,9 @@ pub struct ProjectorConfig {
     pub poll_interval_ms: u64,
     /// gzip level of pre-compressed views, 1 (fast) to 9 (small). Default 6.
     pub gzip_level: u32,
+    /// Applied outbox entries kept for inspection and replay; older ones are deleted in
+    /// the background, 10,000 at a time. Default 100,000.
+    pub outbox_retain_entries: u64,
 }
 
 impl Default for ProjectorConfig {
@@ -23,6 +26,7 @@ impl Default for ProjectorConfig {
             batch_size: 256,
             poll_interval_ms: 100,
             gzip_level: 6,
+            outbox_retain_entries: 100_000,
         }
     }
 }

@@ -27,6 +27,9 @@ pub use config::ProjectorConfig;
 use crate::cache::ViewCache;
 use crate::views::render::{self, ViewChange};
 
+/// Outbox rows deleted per pruning pass (and entries applied between passes).
+const PRUNE_ROWS: u32 = 10_000;
+
 /// Progress of the projector, shared with the read API (`/readyz`, admin status).
 #[derive(Debug, Default)]
 pub struct ProjectorStatus {
@@ -114,6 +117,7 @@ impl Projector {
     /// Runs until `shutdown` turns true, waking on a nudge or every poll interval.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut failures = 0u32;
+        let mut pruned_at = 0i64;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -121,6 +125,11 @@ impl Projector {
             match self.step().await {
                 Ok(step) if step.entries > 0 => {
                     failures = 0;
+                    let applied = self.status.applied();
+                    if applied - pruned_at >= i64::from(PRUNE_ROWS) {
+                        self.prune(applied).await;
+                        pruned_at = applied;
+                    }
                     continue;
                 }
                 Ok(_) => failures = 0,
@@ -143,6 +152,20 @@ impl Projector {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
+        }
+    }
+
+    /// Deletes applied entries older than the retention (a bounded amount per call).
+    async fn prune(&self, applied: i64) {
+        let keep = i64::try_from(self.config.outbox_retain_entries).unwrap_or(i64::MAX);
+        let up_to = applied.saturating_sub(keep);
+        if up_to <= 0 {
+            return;
+        }
+        match self.store.prune_outbox(up_to, PRUNE_ROWS).await {
+            Ok(n) if n > 0 => tracing::debug!(deleted = n, up_to, "pruned the outbox"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "outbox pruning failed; will retry"),
         }
     }
 

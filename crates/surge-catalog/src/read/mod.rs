@@ -8,10 +8,9 @@ mod respond;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::HeaderMap;
 use http::header::{ACCEPT, ACCEPT_ENCODING, IF_NONE_MATCH};
 use surge_http::{Problem, ProblemKind};
 
@@ -28,7 +27,7 @@ struct Ask {
     gzip: bool,
 }
 
-fn ask(headers: &HeaderMap) -> Result<Ask, Problem> {
+fn ask(headers: &http::HeaderMap) -> Result<Ask, Problem> {
     Ok(Ask {
         format: negotiate::format(headers.get(ACCEPT))?,
         gzip: negotiate::gzip(headers.get(ACCEPT_ENCODING)),
@@ -96,11 +95,12 @@ async fn offers_view(
 pub async fn product(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
+    let headers = request.headers();
     let result: Result<Response, Problem> = async {
         valid_id(&id)?;
-        let ask = ask(&headers)?;
+        let ask = ask(headers)?;
         let entry = lookup(&state, &product_key(ask.format, &id)).await?;
         let view = entry
             .view
@@ -130,13 +130,14 @@ pub async fn product(
 pub async fn offers(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
+    let headers = request.headers();
+    let raw = request.uri().query();
     let result: Result<Response, Problem> = async {
         valid_id(&id)?;
-        let market = market_param(raw.as_deref())?;
-        let ask = ask(&headers)?;
+        let market = market_param(raw)?;
+        let ask = ask(headers)?;
         let view = offers_view(&state, ask.format, &id, &market).await?;
         Ok(respond::view(
             &state,
@@ -162,13 +163,14 @@ pub async fn offers(
 pub async fn product_offers(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
+    let headers = request.headers();
+    let raw = request.uri().query();
     let result: Result<Response, Problem> = async {
         valid_id(&id)?;
-        let market = market_param(raw.as_deref())?;
-        let ask = ask(&headers)?;
+        let market = market_param(raw)?;
+        let ask = ask(headers)?;
         let product = lookup(&state, &product_key(ask.format, &id)).await?;
         let product = product
             .view
@@ -200,13 +202,11 @@ pub async fn product_offers(
         (status = 200, description = "A JSON array with one element per requested id, in order; `null` for unknown ids"),
         (status = 400, description = "Missing, invalid or too many ids", content_type = "application/problem+json"),
     ))]
-pub async fn batch(
-    State(state): State<Arc<AppState>>,
-    RawQuery(raw): RawQuery,
-    headers: HeaderMap,
-) -> Response {
+pub async fn batch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let headers = request.headers();
+    let raw = request.uri().query();
     let result: Result<Response, Problem> = async {
-        let ids = query::param(raw.as_deref(), "ids")?
+        let ids = query::param(raw, "ids")?
             .ok_or_else(|| Problem::bad_param("ids", "is required, e.g. ?ids=P0000001,P0000002"))?;
         let ids: Vec<&str> = ids.split(',').collect();
         let max = state.http.max_batch_ids;
@@ -219,7 +219,7 @@ pub async fn batch(
         for id in &ids {
             check_id(id).map_err(|e| Problem::bad_param("ids", format!("{id:?} {e}")))?;
         }
-        let ask = ask(&headers)?;
+        let ask = ask(headers)?;
         let entries = futures_util::future::join_all(ids.iter().map(|id| {
             let key = product_key(ask.format, id);
             let state = &state;
