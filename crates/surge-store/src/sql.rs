@@ -76,6 +76,31 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Rows per multi-row statement: well under SQLite's 32,766 and PostgreSQL's 65,535
+/// bind parameters for the widest row (7 columns).
+const ROWS_PER_STATEMENT: usize = 200;
+
+/// `head` followed by `rows` groups of `width` placeholders (`($1, $2), ($3, $4)`) and
+/// `tail`. The text holds placeholders only, never a value.
+fn multi_row(head: &str, rows: usize, width: usize, tail: &str) -> sqlx::AssertSqlSafe<String> {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * width * 6);
+    sql.push_str(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { " (" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * width + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(tail);
+    sqlx::AssertSqlSafe(sql)
+}
+
 /// Opens the store at `url` (`sqlite://PATH` or `postgres://…`) and applies migrations.
 pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn CatalogStore>> {
     if url.starts_with("sqlite:") {
@@ -308,28 +333,43 @@ macro_rules! sql_store {
                 let at = now_ms();
                 let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
                 let mut touched: Vec<(&str, &str)> = Vec::new();
+                // Within one statement a key may appear once (PostgreSQL refuses to update a
+                // row twice), so the last write of a repeated (product, market, merchant) wins.
+                let mut latest: std::collections::HashMap<(&str, &str, &str), &Offer> =
+                    std::collections::HashMap::with_capacity(offers.len());
+                let mut order = Vec::with_capacity(offers.len());
                 for o in offers {
-                    sqlx::query(
-                        "INSERT INTO offers (product_id, market, merchant_id, price_minor, currency, stock, updated_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                         ON CONFLICT (product_id, market, merchant_id) DO UPDATE SET \
-                         price_minor = excluded.price_minor, currency = excluded.currency, \
-                         stock = excluded.stock, updated_at_ms = excluded.updated_at_ms",
-                    )
-                    .bind(o.product_id.as_str())
-                    .bind(o.market.as_str())
-                    .bind(o.merchant_id.as_str())
-                    .bind(o.price_minor)
-                    .bind(o.currency.as_str())
-                    .bind(o.stock)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
+                    let key = (o.product_id.as_str(), o.market.as_str(), o.merchant_id.as_str());
+                    if latest.insert(key, o).is_none() {
+                        order.push(key);
+                    }
                     let pair = (o.product_id.as_str(), o.market.as_str());
                     if !touched.contains(&pair) {
                         touched.push(pair);
                     }
+                }
+                let rows: Vec<&Offer> = order.iter().filter_map(|k| latest.get(k).copied()).collect();
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let sql = multi_row(
+                        "INSERT INTO offers (product_id, market, merchant_id, price_minor, currency, stock, updated_at_ms) VALUES",
+                        chunk.len(),
+                        7,
+                        "ON CONFLICT (product_id, market, merchant_id) DO UPDATE SET \
+                         price_minor = excluded.price_minor, currency = excluded.currency, \
+                         stock = excluded.stock, updated_at_ms = excluded.updated_at_ms",
+                    );
+                    let mut q = sqlx::query(sql);
+                    for o in chunk {
+                        q = q
+                            .bind(o.product_id.as_str())
+                            .bind(o.market.as_str())
+                            .bind(o.merchant_id.as_str())
+                            .bind(o.price_minor)
+                            .bind(o.currency.as_str())
+                            .bind(o.stock)
+                            .bind(at);
+                    }
+                    q.execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
                 }
                 Self::lock_outbox(&mut tx).await?;
                 for (product_id, market) in &touched {
@@ -351,24 +391,25 @@ macro_rules! sql_store {
                 if found != batch.from_position {
                     return Err(StoreError::PositionConflict { expected: batch.from_position, found });
                 }
-                for key in &batch.deletes {
-                    sqlx::query("DELETE FROM views WHERE key = $1")
-                        .bind(key.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                for chunk in batch.deletes.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::query(multi_row("DELETE FROM views WHERE key IN (VALUES", chunk.len(), 1, ")"));
+                    for key in chunk {
+                        q = q.bind(key.as_str());
+                    }
+                    q.execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
                 }
-                for put in &batch.puts {
-                    sqlx::query(
-                        "INSERT INTO views (key, etag, gzip) VALUES ($1, $2, $3) \
-                         ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, gzip = excluded.gzip",
-                    )
-                    .bind(put.key.as_str())
-                    .bind(put.view.etag.as_str())
-                    .bind(put.view.gzip.as_ref())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
+                for chunk in batch.puts.chunks(ROWS_PER_STATEMENT) {
+                    let sql = multi_row(
+                        "INSERT INTO views (key, etag, gzip) VALUES",
+                        chunk.len(),
+                        3,
+                        "ON CONFLICT (key) DO UPDATE SET etag = excluded.etag, gzip = excluded.gzip",
+                    );
+                    let mut q = sqlx::query(sql);
+                    for put in chunk {
+                        q = q.bind(put.key.as_str()).bind(put.view.etag.as_str()).bind(put.view.gzip.as_ref());
+                    }
+                    q.execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
                 }
                 sqlx::query("UPDATE projector_position SET position = $1 WHERE name = 'catalog'")
                     .bind(batch.to_position)

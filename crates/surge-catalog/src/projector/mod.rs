@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
 use surge_store::{CatalogStore, OutboxKind, StoreError, ViewBatch, ViewPut};
 use tokio::sync::{Notify, watch};
 
@@ -26,6 +27,9 @@ pub use config::ProjectorConfig;
 
 use crate::cache::ViewCache;
 use crate::views::render::{self, ViewChange};
+
+/// Source reads in flight at once during a step.
+const READ_CONCURRENCY: usize = 8;
 
 /// Outbox rows deleted per pruning pass (and entries applied between passes).
 const PRUNE_ROWS: u32 = 10_000;
@@ -216,16 +220,24 @@ impl Projector {
             }
         }
 
-        let mut product_state = Vec::with_capacity(products.len());
-        for id in products {
-            let body = self.store.get_product(&id).await?.map(|r| r.body);
-            product_state.push((id, body));
-        }
-        let mut offer_state = Vec::with_capacity(offers.len());
-        for (id, market) in offers {
-            let list = self.store.offers_for(&id, &market).await?;
-            offer_state.push((id, market, list));
-        }
+        // Source reads go to the reader pool, several at a time.
+        let store = &self.store;
+        let product_state: Vec<(String, Option<Bytes>)> = stream::iter(products)
+            .map(|id| async move {
+                let body = store.get_product(&id).await?.map(|r| r.body);
+                Ok::<_, StoreError>((id, body))
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let offer_state: Vec<(String, String, Vec<surge_store::Offer>)> = stream::iter(offers)
+            .map(|(id, market)| async move {
+                let list = store.offers_for(&id, &market).await?;
+                Ok::<_, StoreError>((id, market, list))
+            })
+            .buffered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
 
         let changes = self.render(product_state, offer_state).await;
         let mut batch = ViewBatch {
