@@ -18,6 +18,24 @@ use crate::config::HttpConfig;
 use crate::projector::{Nudge, ProjectorStatus};
 use crate::read;
 
+/// The `{id}` path segment, percent-decoded. Unlike `Path<String>`, a segment that does
+/// not decode to UTF-8 is answered with a problem+json 400, like every other mistake.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Problem> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| PathId(id))
+            .map_err(|e| Problem::bad_param("id", format!("cannot be read: {}", e.body_text())))
+    }
+}
+
 /// What every handler shares.
 pub struct AppState {
     pub(crate) cache: ViewCache,

@@ -7,7 +7,7 @@ mod body;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde::Serialize;
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 
 pub use auth::AdminToken;
 
-use crate::api::AppState;
+use crate::api::{AppState, PathId};
 use crate::model::{self, check_id, offer};
 
 fn store_error(e: &surge_store::StoreError) -> Problem {
@@ -78,44 +78,40 @@ pub struct ProductWritten {
     security(("admin" = [])))]
 pub async fn put_product(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result: Result<Response, Problem> = async {
-        state.admin.check(&headers)?;
-        check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
-        let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
-        let bytes = model::product::normalize(&id, doc).map_err(Problem::validation)?;
-        let receipts = state
-            .store
-            .put_products(&[ProductWrite {
-                id: id.clone(),
-                body: bytes,
-            }])
-            .await
-            .map_err(|e| store_error(&e))?;
-        state.nudge.nudge();
-        let r = receipts
-            .into_iter()
-            .next()
-            .ok_or_else(|| Problem::internal(&"write returned no receipt"))?;
-        let status = if r.version == 1 {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
-        Ok(json(
-            status,
-            &ProductWritten {
-                id: r.id,
-                version: r.version,
-                position: r.position,
-            },
-        ))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, Problem> {
+    state.admin.check(&headers)?;
+    check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
+    let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
+    let bytes = model::product::normalize(&id, doc).map_err(Problem::validation)?;
+    let receipts = state
+        .store
+        .put_products(&[ProductWrite {
+            id: id.clone(),
+            body: bytes,
+        }])
+        .await
+        .map_err(|e| store_error(&e))?;
+    state.nudge.nudge();
+    let r = receipts
+        .into_iter()
+        .next()
+        .ok_or_else(|| Problem::internal(&"write returned no receipt"))?;
+    let status = if r.version == 1 {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json(
+        status,
+        &ProductWritten {
+            id: r.id,
+            version: r.version,
+            position: r.position,
+        },
+    ))
 }
 
 /// `DELETE /admin/products/{id}`
@@ -129,29 +125,25 @@ pub async fn put_product(
     security(("admin" = [])))]
 pub async fn delete_product(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
-) -> Response {
-    let result: Result<Response, Problem> = async {
-        state.admin.check(&headers)?;
-        check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
-        if state
-            .store
-            .delete_product(&id)
-            .await
-            .map_err(|e| store_error(&e))?
-        {
-            state.nudge.nudge();
-            Ok(StatusCode::NO_CONTENT.into_response())
-        } else {
-            Err(Problem::new(
-                ProblemKind::NotFound,
-                format!("no product with id {id}"),
-            ))
-        }
+) -> Result<Response, Problem> {
+    state.admin.check(&headers)?;
+    check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
+    if state
+        .store
+        .delete_product(&id)
+        .await
+        .map_err(|e| store_error(&e))?
+    {
+        state.nudge.nudge();
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::new(
+            ProblemKind::NotFound,
+            format!("no product with id {id}"),
+        ))
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /admin/products/{id}`: the stored source document and its version.
@@ -165,37 +157,32 @@ pub async fn delete_product(
     security(("admin" = [])))]
 pub async fn get_product_source(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     headers: HeaderMap,
-) -> Response {
-    let result: Result<Response, Problem> = async {
-        state.admin.check(&headers)?;
-        check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
-        let record = state
-            .store
-            .get_product(&id)
-            .await
-            .map_err(|e| store_error(&e))?;
-        let record = record.ok_or_else(|| {
-            Problem::new(ProblemKind::NotFound, format!("no product with id {id}"))
-        })?;
-        Ok((
-            [
-                (
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                ),
-                (
-                    header::HeaderName::from_static("x-surge-version"),
-                    HeaderValue::from(record.version),
-                ),
-            ],
-            record.body,
-        )
-            .into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, Problem> {
+    state.admin.check(&headers)?;
+    check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
+    let record = state
+        .store
+        .get_product(&id)
+        .await
+        .map_err(|e| store_error(&e))?;
+    let record = record
+        .ok_or_else(|| Problem::new(ProblemKind::NotFound, format!("no product with id {id}")))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::HeaderName::from_static("x-surge-version"),
+                HeaderValue::from(record.version),
+            ),
+        ],
+        record.body,
+    )
+        .into_response())
 }
 
 /// The answer to an offer batch.
@@ -222,28 +209,24 @@ pub async fn post_offers(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let result: Result<Response, Problem> = async {
-        state.admin.check(&headers)?;
-        let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
-        let offers =
-            offer::parse(&doc, state.http.max_offers_per_request).map_err(Problem::validation)?;
-        let entries = state
-            .store
-            .upsert_offers(&offers)
-            .await
-            .map_err(|e| store_error(&e))?;
-        state.nudge.nudge();
-        Ok(json(
-            StatusCode::OK,
-            &OffersWritten {
-                accepted: offers.len(),
-                outbox_entries: entries,
-            },
-        ))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, Problem> {
+    state.admin.check(&headers)?;
+    let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
+    let offers =
+        offer::parse(&doc, state.http.max_offers_per_request).map_err(Problem::validation)?;
+    let entries = state
+        .store
+        .upsert_offers(&offers)
+        .await
+        .map_err(|e| store_error(&e))?;
+    state.nudge.nudge();
+    Ok(json(
+        StatusCode::OK,
+        &OffersWritten {
+            accepted: offers.len(),
+            outbox_entries: entries,
+        },
+    ))
 }
 
 /// Projector progress.
@@ -264,29 +247,28 @@ pub struct ProjectorState {
     responses((status = 200, description = "Projector progress", body = ProjectorState),
               (status = 401, description = "Missing or wrong admin token", content_type = "application/problem+json")),
     security(("admin" = [])))]
-pub async fn projector_state(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let result: Result<Response, Problem> = async {
-        state.admin.check(&headers)?;
-        let head = state
-            .store
-            .outbox_head()
-            .await
-            .map_err(|e| store_error(&e))?;
-        let applied = state
-            .store
-            .applied_position()
-            .await
-            .map_err(|e| store_error(&e))?;
-        Ok(json(
-            StatusCode::OK,
-            &ProjectorState {
-                applied_position: applied,
-                outbox_head: head,
-                lag_entries: (head - applied).max(0),
-                caught_up: state.projector.as_ref().is_none_or(|s| s.caught_up()),
-            },
-        ))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub async fn projector_state(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    state.admin.check(&headers)?;
+    let head = state
+        .store
+        .outbox_head()
+        .await
+        .map_err(|e| store_error(&e))?;
+    let applied = state
+        .store
+        .applied_position()
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(json(
+        StatusCode::OK,
+        &ProjectorState {
+            applied_position: applied,
+            outbox_head: head,
+            lag_entries: (head - applied).max(0),
+            caught_up: state.projector.as_ref().is_none_or(|s| s.caught_up()),
+        },
+    ))
 }

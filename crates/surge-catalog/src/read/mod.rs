@@ -8,13 +8,13 @@ mod respond;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{Request, State};
+use axum::response::Response;
 use bytes::Bytes;
 use http::header::{ACCEPT, ACCEPT_ENCODING, IF_NONE_MATCH};
 use surge_http::{Problem, ProblemKind};
 
-use crate::api::AppState;
+use crate::api::{AppState, PathId};
 use crate::cache::Entry;
 use crate::model::{check_id, check_market};
 use crate::views::render::offers_document;
@@ -94,27 +94,23 @@ async fn offers_view(
     ))]
 pub async fn product(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     request: Request,
-) -> Response {
+) -> Result<Response, Problem> {
     let headers = request.headers();
-    let result: Result<Response, Problem> = async {
-        valid_id(&id)?;
-        let ask = ask(headers)?;
-        let entry = lookup(&state, &product_key(ask.format, &id)).await?;
-        let view = entry
-            .view
-            .as_ref()
-            .ok_or_else(|| not_found("product", &id))?;
-        Ok(respond::view(
-            &state,
-            &ask,
-            view,
-            headers.get(IF_NONE_MATCH),
-        ))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    valid_id(&id)?;
+    let ask = ask(headers)?;
+    let entry = lookup(&state, &product_key(ask.format, &id)).await?;
+    let view = entry
+        .view
+        .as_ref()
+        .ok_or_else(|| not_found("product", &id))?;
+    Ok(respond::view(
+        &state,
+        &ask,
+        view,
+        headers.get(IF_NONE_MATCH),
+    ))
 }
 
 /// `GET /products/{id}/offers?market=DE`
@@ -129,25 +125,21 @@ pub async fn product(
     ))]
 pub async fn offers(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     request: Request,
-) -> Response {
+) -> Result<Response, Problem> {
     let headers = request.headers();
     let raw = request.uri().query();
-    let result: Result<Response, Problem> = async {
-        valid_id(&id)?;
-        let market = market_param(raw)?;
-        let ask = ask(headers)?;
-        let view = offers_view(&state, ask.format, &id, &market).await?;
-        Ok(respond::view(
-            &state,
-            &ask,
-            &view,
-            headers.get(IF_NONE_MATCH),
-        ))
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    valid_id(&id)?;
+    let market = market_param(raw)?;
+    let ask = ask(headers)?;
+    let view = offers_view(&state, ask.format, &id, &market).await?;
+    Ok(respond::view(
+        &state,
+        &ask,
+        &view,
+        headers.get(IF_NONE_MATCH),
+    ))
 }
 
 /// `GET /product-offers/{id}?market=DE`
@@ -162,37 +154,33 @@ pub async fn offers(
     ))]
 pub async fn product_offers(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     request: Request,
-) -> Response {
+) -> Result<Response, Problem> {
     let headers = request.headers();
     let raw = request.uri().query();
-    let result: Result<Response, Problem> = async {
-        valid_id(&id)?;
-        let market = market_param(raw)?;
-        let ask = ask(headers)?;
-        let product = lookup(&state, &product_key(ask.format, &id)).await?;
-        let product = product
-            .view
-            .as_ref()
-            .ok_or_else(|| not_found("product", &id))?;
-        let offers = offers_view(&state, ask.format, &id, &market).await?;
-        let hash = xxhash_rust::xxh3::xxh3_64(
-            &[product.hash.to_le_bytes(), offers.hash.to_le_bytes()].concat(),
-        );
-        if negotiate::not_modified(headers.get(IF_NONE_MATCH), hash) {
-            return Ok(respond::not_modified(&state, &ask, hash));
-        }
-        let mut out = Joined::new(&ask, product.identity.len() + offers.identity.len() + 32);
-        out.piece(&PIECES.product_open);
-        out.view(product);
-        out.piece(&PIECES.offers_sep);
-        out.view(&offers);
-        out.piece(&PIECES.close_object);
-        Ok(respond::bytes(&state, &ask, out.finish(), Some(hash)))
+    valid_id(&id)?;
+    let market = market_param(raw)?;
+    let ask = ask(headers)?;
+    let product = lookup(&state, &product_key(ask.format, &id)).await?;
+    let product = product
+        .view
+        .as_ref()
+        .ok_or_else(|| not_found("product", &id))?;
+    let offers = offers_view(&state, ask.format, &id, &market).await?;
+    let hash = xxhash_rust::xxh3::xxh3_64(
+        &[product.hash.to_le_bytes(), offers.hash.to_le_bytes()].concat(),
+    );
+    if negotiate::not_modified(headers.get(IF_NONE_MATCH), hash) {
+        return Ok(respond::not_modified(&state, &ask, hash));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut out = Joined::new(&ask, product.identity.len() + offers.identity.len() + 32);
+    out.piece(&PIECES.product_open);
+    out.view(product);
+    out.piece(&PIECES.offers_sep);
+    out.view(&offers);
+    out.piece(&PIECES.close_object);
+    Ok(respond::bytes(&state, &ask, out.finish(), Some(hash)))
 }
 
 /// `GET /products?ids=a,b,c`
@@ -202,51 +190,50 @@ pub async fn product_offers(
         (status = 200, description = "A JSON array with one element per requested id, in order; `null` for unknown ids"),
         (status = 400, description = "Missing, invalid or too many ids", content_type = "application/problem+json"),
     ))]
-pub async fn batch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn batch(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+) -> Result<Response, Problem> {
     let headers = request.headers();
     let raw = request.uri().query();
-    let result: Result<Response, Problem> = async {
-        let ids = query::param(raw, "ids")?
-            .ok_or_else(|| Problem::bad_param("ids", "is required, e.g. ?ids=P0000001,P0000002"))?;
-        let ids: Vec<&str> = ids.split(',').collect();
-        let max = state.http.max_batch_ids;
-        if ids.len() > max {
-            return Err(Problem::bad_param(
-                "ids",
-                format!("at most {max} ids per request, got {}", ids.len()),
-            ));
-        }
-        for id in &ids {
-            check_id(id).map_err(|e| Problem::bad_param("ids", format!("{id:?} {e}")))?;
-        }
-        let ask = ask(headers)?;
-        let entries = futures_util::future::join_all(ids.iter().map(|id| {
-            let key = product_key(ask.format, id);
-            let state = &state;
-            async move { lookup(state, &key).await }
-        }))
-        .await;
-        let mut size = 2;
-        let mut views = Vec::with_capacity(entries.len());
-        for e in entries {
-            let e = e?;
-            size += e.view.as_ref().map_or(5, |v| v.identity.len() + 1);
-            views.push(e);
-        }
-        let mut out = Joined::new(&ask, size);
-        out.piece(&PIECES.open_array);
-        for (i, e) in views.iter().enumerate() {
-            if i > 0 {
-                out.piece(&PIECES.comma);
-            }
-            match &e.view {
-                Some(v) => out.view(v),
-                None => out.piece(&PIECES.null),
-            }
-        }
-        out.piece(&PIECES.close_array);
-        Ok(respond::bytes(&state, &ask, out.finish(), None))
+    let ids = query::param(raw, "ids")?
+        .ok_or_else(|| Problem::bad_param("ids", "is required, e.g. ?ids=P0000001,P0000002"))?;
+    let ids: Vec<&str> = ids.split(',').collect();
+    let max = state.http.max_batch_ids;
+    if ids.len() > max {
+        return Err(Problem::bad_param(
+            "ids",
+            format!("at most {max} ids per request, got {}", ids.len()),
+        ));
     }
+    for id in &ids {
+        check_id(id).map_err(|e| Problem::bad_param("ids", format!("{id:?} {e}")))?;
+    }
+    let ask = ask(headers)?;
+    let entries = futures_util::future::join_all(ids.iter().map(|id| {
+        let key = product_key(ask.format, id);
+        let state = &state;
+        async move { lookup(state, &key).await }
+    }))
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut size = 2;
+    let mut views = Vec::with_capacity(entries.len());
+    for e in entries {
+        let e = e?;
+        size += e.view.as_ref().map_or(5, |v| v.identity.len() + 1);
+        views.push(e);
+    }
+    let mut out = Joined::new(&ask, size);
+    out.piece(&PIECES.open_array);
+    for (i, e) in views.iter().enumerate() {
+        if i > 0 {
+            out.piece(&PIECES.comma);
+        }
+        match &e.view {
+            Some(v) => out.view(v),
+            None => out.piece(&PIECES.null),
+        }
+    }
+    out.piece(&PIECES.close_array);
+    Ok(respond::bytes(&state, &ask, out.finish(), None))
 }
