@@ -204,11 +204,16 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
     let acked_products = Arc::new(std::sync::Mutex::new(Vec::new()));
     let acked_offers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(tokio::sync::Notify::new());
     let mut writers = Vec::new();
     for w in 0..8usize {
         let (http, base) = (http.clone(), surge.base.clone());
-        let (acked_products, acked_offers, stop) =
-            (acked_products.clone(), acked_offers.clone(), stop.clone());
+        let (acked_products, acked_offers, stop, progress) = (
+            acked_products.clone(),
+            acked_offers.clone(),
+            stop.clone(),
+            progress.clone(),
+        );
         writers.push(tokio::spawn(async move {
             for i in 0..10_000usize {
                 if stop.load(Ordering::Relaxed) {
@@ -217,7 +222,10 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
                 let n = i * 8 + w;
                 let id = format!("K{n:05}");
                 match http.send("PUT", &format!("{base}/admin/products/{id}"), Some(product(n))).await {
-                    Ok((201, _)) => acked_products.lock().expect("lock").push(n),
+                    Ok((201, _)) => {
+                        acked_products.lock().expect("lock").push(n);
+                        progress.notify_one();
+                    }
                     Ok((status, body)) => panic!("unexpected {status}: {}", String::from_utf8_lossy(&body)),
                     Err(_) => break, // the process is gone
                 }
@@ -233,8 +241,9 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     while acked_products.lock().expect("lock").len() < 300 {
-        assert!(Instant::now() < deadline, "writers made no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let woke = tokio::time::timeout(left, progress.notified()).await;
+        assert!(woke.is_ok(), "writers made no progress");
     }
     surge.kill9();
     stop.store(true, Ordering::Relaxed);
