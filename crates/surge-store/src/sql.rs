@@ -80,9 +80,17 @@ fn now_ms() -> i64 {
 /// bind parameters for the widest row (7 columns).
 const ROWS_PER_STATEMENT: usize = 200;
 
-/// `head` followed by `rows` groups of `width` placeholders (`($1, $2), ($3, $4)`) and
-/// `tail`. The text holds placeholders only, never a value.
-fn multi_row(head: &str, rows: usize, width: usize, tail: &str) -> sqlx::AssertSqlSafe<String> {
+/// `head` followed by `rows` groups of `width` placeholders and `tail`: numbered
+/// (`($1, $2), ($3, $4)`) for PostgreSQL, anonymous (`(?, ?), (?, ?)`) for SQLite, whose
+/// driver looks every numbered parameter up by name (a linear scan each, quadratic for
+/// a wide statement). The text holds placeholders only, never a value.
+fn multi_row(
+    numbered: bool,
+    head: &str,
+    rows: usize,
+    width: usize,
+    tail: &str,
+) -> sqlx::AssertSqlSafe<String> {
     let mut sql = String::with_capacity(head.len() + tail.len() + rows * width * 6);
     sql.push_str(head);
     for r in 0..rows {
@@ -91,8 +99,12 @@ fn multi_row(head: &str, rows: usize, width: usize, tail: &str) -> sqlx::AssertS
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(r * width + c + 1).to_string());
+            if numbered {
+                sql.push('$');
+                sql.push_str(&(r * width + c + 1).to_string());
+            } else {
+                sql.push('?');
+            }
         }
         sql.push(')');
     }
@@ -214,9 +226,10 @@ impl SqlStore<Postgres> {
 ///
 /// `$dialect` selects the DDL of each migration; `$lock` is a statement run inside a
 /// write transaction before its outbox inserts (empty for none); `$for_update` is the
-/// row-lock suffix for reading the projector position.
+/// row-lock suffix for reading the projector position; `$numbered` selects `$n`
+/// placeholders over `?` in generated multi-row statements.
 macro_rules! sql_store {
-    ($db:ty, $name:literal, $dialect:ident, $lock:literal, $for_update:literal) => {
+    ($db:ty, $name:literal, $dialect:ident, $lock:literal, $for_update:literal, $numbered:literal) => {
         impl SqlStore<$db> {
             async fn migrate(&self) -> Result<()> {
                 let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
@@ -351,6 +364,7 @@ macro_rules! sql_store {
                 let rows: Vec<&Offer> = order.iter().filter_map(|k| latest.get(k).copied()).collect();
                 for chunk in rows.chunks(ROWS_PER_STATEMENT) {
                     let sql = multi_row(
+                        $numbered,
                         "INSERT INTO offers (product_id, market, merchant_id, price_minor, currency, stock, updated_at_ms) VALUES",
                         chunk.len(),
                         7,
@@ -392,7 +406,7 @@ macro_rules! sql_store {
                     return Err(StoreError::PositionConflict { expected: batch.from_position, found });
                 }
                 for chunk in batch.deletes.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::query(multi_row("DELETE FROM views WHERE key IN (VALUES", chunk.len(), 1, ")"));
+                    let mut q = sqlx::query(multi_row($numbered, "DELETE FROM views WHERE key IN (VALUES", chunk.len(), 1, ")"));
                     for key in chunk {
                         q = q.bind(key.as_str());
                     }
@@ -400,6 +414,7 @@ macro_rules! sql_store {
                 }
                 for chunk in batch.puts.chunks(ROWS_PER_STATEMENT) {
                     let sql = multi_row(
+                        $numbered,
                         "INSERT INTO views (key, etag, gzip) VALUES",
                         chunk.len(),
                         3,
@@ -620,11 +635,12 @@ macro_rules! sql_store {
     };
 }
 
-sql_store!(Sqlite, "sqlite", sqlite, "", "");
+sql_store!(Sqlite, "sqlite", sqlite, "", "", false);
 sql_store!(
     Postgres,
     "postgres",
     postgres,
     "SELECT pg_advisory_xact_lock(7368211)",
-    " FOR UPDATE"
+    " FOR UPDATE",
+    true
 );
