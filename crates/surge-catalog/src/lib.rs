@@ -52,7 +52,11 @@ pub async fn build(
     parts: Parts,
 ) -> Result<Catalog, StoreError> {
     surge_http::metrics::install();
-    let cache = cache::ViewCache::new(store.clone(), config.cache.clone());
+    let cache = cache::ViewCache::new(
+        store.clone(),
+        config.cache.clone(),
+        config.projector.gzip_level,
+    );
     let projector = if parts.projector {
         Some(Projector::new(store.clone(), Some(cache.clone()), config.projector.clone()).await?)
     } else {

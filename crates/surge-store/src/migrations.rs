@@ -12,36 +12,44 @@ pub(crate) struct Migration {
     pub postgres: &'static [&'static str],
 }
 
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "catalog: products, offers, outbox, views, projector position",
-    sqlite: &[
-        "CREATE TABLE products (id TEXT PRIMARY KEY, body BLOB NOT NULL, \
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "catalog: products, offers, outbox, views, projector position",
+        sqlite: &[
+            "CREATE TABLE products (id TEXT PRIMARY KEY, body BLOB NOT NULL, \
          version INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL)",
-        "CREATE TABLE offers (product_id TEXT NOT NULL, market TEXT NOT NULL, \
+            "CREATE TABLE offers (product_id TEXT NOT NULL, market TEXT NOT NULL, \
          merchant_id TEXT NOT NULL, price_minor INTEGER NOT NULL, currency TEXT NOT NULL, \
          stock INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, \
          PRIMARY KEY (product_id, market, merchant_id)) WITHOUT ROWID",
-        "CREATE TABLE outbox (position INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, \
+            "CREATE TABLE outbox (position INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, \
          product_id TEXT NOT NULL, market TEXT, created_at_ms INTEGER NOT NULL)",
-        "CREATE TABLE views (key TEXT PRIMARY KEY, etag TEXT NOT NULL, gzip BLOB NOT NULL)",
-        "CREATE TABLE projector_position (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
-        "INSERT INTO projector_position (name, position) VALUES ('catalog', 0)",
-    ],
-    postgres: &[
-        "CREATE TABLE products (id TEXT PRIMARY KEY, body BYTEA NOT NULL, \
+            "CREATE TABLE views (key TEXT PRIMARY KEY, etag TEXT NOT NULL, gzip BLOB NOT NULL)",
+            "CREATE TABLE projector_position (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+            "INSERT INTO projector_position (name, position) VALUES ('catalog', 0)",
+        ],
+        postgres: &[
+            "CREATE TABLE products (id TEXT PRIMARY KEY, body BYTEA NOT NULL, \
          version BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL)",
-        "CREATE TABLE offers (product_id TEXT NOT NULL, market TEXT NOT NULL, \
+            "CREATE TABLE offers (product_id TEXT NOT NULL, market TEXT NOT NULL, \
          merchant_id TEXT NOT NULL, price_minor BIGINT NOT NULL, currency TEXT NOT NULL, \
          stock BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL, \
          PRIMARY KEY (product_id, market, merchant_id))",
-        "CREATE TABLE outbox (position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+            "CREATE TABLE outbox (position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
          kind TEXT NOT NULL, product_id TEXT NOT NULL, market TEXT, created_at_ms BIGINT NOT NULL)",
-        "CREATE TABLE views (key TEXT PRIMARY KEY, etag TEXT NOT NULL, gzip BYTEA NOT NULL)",
-        "CREATE TABLE projector_position (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
-        "INSERT INTO projector_position (name, position) VALUES ('catalog', 0)",
-    ],
-}];
+            "CREATE TABLE views (key TEXT PRIMARY KEY, etag TEXT NOT NULL, gzip BYTEA NOT NULL)",
+            "CREATE TABLE projector_position (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+            "INSERT INTO projector_position (name, position) VALUES ('catalog', 0)",
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "catalog: offers views are built from the offers table, no longer stored",
+        sqlite: &["DELETE FROM views WHERE key LIKE 'o:%'"],
+        postgres: &["DELETE FROM views WHERE key LIKE 'o:%'"],
+    },
+];
 
 /// The table that records applied versions (same DDL on both dialects).
 pub(crate) const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS surge_schema_migrations \

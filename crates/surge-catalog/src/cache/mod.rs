@@ -11,6 +11,9 @@
 //!   the store.
 //! - The projector writes through ([`ViewCache::write_through`]): entries present are
 //!   replaced at once, so an update is visible without waiting for a TTL.
+//! - Product views are loaded from the view store. Offers views are not stored at all:
+//!   a miss builds them from the offers table (one indexed read and a small document),
+//!   which keeps an offer update to two row writes (the offer and its outbox entry).
 //!
 //! ## Why the epochs
 //! A loader may read a view from the store just before the projector commits a newer
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use quick_cache::sync::Cache;
 use quick_cache::{Lifecycle, Weighter};
 use surge_store::{CatalogStore, StoreError};
@@ -36,7 +40,8 @@ use tokio::time::Instant;
 pub use config::CacheConfig;
 use metrics::CacheMetrics;
 
-use crate::views::View;
+use crate::views::render::offers_document;
+use crate::views::{self, View};
 
 const EPOCH_SLOTS: usize = 1 << 14;
 const LOAD_ATTEMPTS: usize = 4;
@@ -83,6 +88,7 @@ struct Shared {
     cache: Inner,
     store: Arc<dyn CatalogStore>,
     config: CacheConfig,
+    gzip_level: u32,
     epochs: Box<[AtomicU64]>,
     hasher: RandomState,
     metrics: CacheMetrics,
@@ -96,7 +102,7 @@ pub struct ViewCache {
 
 impl ViewCache {
     /// A cache over `store`, sized and timed by `config`.
-    pub fn new(store: Arc<dyn CatalogStore>, config: CacheConfig) -> Self {
+    pub fn new(store: Arc<dyn CatalogStore>, config: CacheConfig, gzip_level: u32) -> Self {
         let metrics = CacheMetrics::new();
         // quick_cache wants an item estimate; product views are ~25-30 KB in memory.
         let estimated_items = (config.max_bytes / 16_384).clamp(64, 10_000_000) as usize;
@@ -113,6 +119,7 @@ impl ViewCache {
                 cache,
                 store,
                 config,
+                gzip_level,
                 epochs,
                 hasher: RandomState::new(),
                 metrics,
@@ -209,31 +216,40 @@ impl ViewCache {
         let slot = &s.epochs[self.slot(key)];
         for _ in 0..LOAD_ATTEMPTS {
             let before = slot.load(Ordering::Acquire);
-            let stored = s.store.get_view(key).await?;
+            let view = self.read_view(key).await?;
             if before.is_multiple_of(2) && slot.load(Ordering::Acquire) == before {
-                return Ok(self.entry_from_stored(key, stored, None));
+                return Ok(self.make_entry(key, view, None));
             }
             tokio::task::yield_now().await;
         }
         // Writes keep racing this key: keep what we read only briefly.
-        let stored = s.store.get_view(key).await?;
-        Ok(self.entry_from_stored(key, stored, Some(Duration::from_millis(500))))
+        let view = self.read_view(key).await?;
+        Ok(self.make_entry(key, view, Some(Duration::from_millis(500))))
     }
 
-    fn entry_from_stored(
-        &self,
-        key: &str,
-        stored: Option<surge_store::StoredView>,
-        life: Option<Duration>,
-    ) -> Arc<Entry> {
-        let view = stored.and_then(|sv| match View::from_stored(&sv) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::error!(key, error = %e, "unreadable stored view; treating as absent");
-                None
-            }
-        });
-        self.make_entry(key, view, life)
+    /// Reads a view from its source: the offers table for offers keys, the view store
+    /// for everything else.
+    async fn read_view(&self, key: &str) -> Result<Option<View>, StoreError> {
+        let s = &self.shared;
+        if let Some((format, id, market)) = views::parse_offers_key(key) {
+            let offers = s.store.offers_for(id, market).await?;
+            return Ok((!offers.is_empty()).then(|| {
+                View::build(
+                    Bytes::from(offers_document(format, id, market, &offers)),
+                    s.gzip_level,
+                )
+            }));
+        }
+        Ok(s.store
+            .get_view(key)
+            .await?
+            .and_then(|sv| match View::from_stored(&sv) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::error!(key, error = %e, "unreadable stored view; treating as absent");
+                    None
+                }
+            }))
     }
 
     fn make_entry(&self, key: &str, view: Option<View>, life: Option<Duration>) -> Arc<Entry> {

@@ -34,7 +34,7 @@ async fn fixture(config: CacheConfig) -> Fixture {
     let store = surge_store::open(&url, &StoreOptions::default())
         .await
         .expect("open");
-    let cache = ViewCache::new(store.clone(), config);
+    let cache = ViewCache::new(store.clone(), config, 6);
     // Time moves only when a test advances it. A paused runtime would also jump its
     // clock whenever it is idle, e.g. while sqlx waits for its SQLite worker thread,
     // firing the pool's acquire timeout; one task that always yields keeps it busy.
@@ -186,7 +186,7 @@ async fn concurrent_misses_load_once() {
         inner: f.store.clone(),
         gate: tokio::sync::Semaphore::new(0),
     });
-    let cache = ViewCache::new(gated.clone(), config());
+    let cache = ViewCache::new(gated.clone(), config(), 6);
     let gets = tokio::spawn({
         let cache = cache.clone();
         async move { futures_util::future::join_all((0..50).map(|_| cache.get("k"))).await }

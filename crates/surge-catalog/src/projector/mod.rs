@@ -3,9 +3,10 @@
 //! One step reads up to `batch_size` entries after the applied position, reads the
 //! current state of every product / (product, market) they name (so an entry applied
 //! twice, or two entries for one product, cost one rebuild and no double effect),
-//! renders every format in both encodings on the blocking pool, and commits the views
-//! with the new position in one transaction. Only then does it write through to the
-//! read cache. A restart resumes from the stored position: nothing is lost, nothing is
+//! renders every format in both encodings on the blocking pool, and commits the product
+//! views with the new position in one transaction. Only then does it write through to
+//! the read cache. Offers views are not stored (the cache builds them from the offers
+//! table on a miss); the projector writes them through to the cache only. A restart resumes from the stored position: nothing is lost, nothing is
 //! applied twice.
 
 mod config;
@@ -26,6 +27,7 @@ use tokio::sync::{Notify, watch};
 pub use config::ProjectorConfig;
 
 use crate::cache::ViewCache;
+use crate::views;
 use crate::views::render::{self, ViewChange};
 
 /// Source reads in flight at once during a step.
@@ -230,6 +232,10 @@ impl Projector {
             .buffered(READ_CONCURRENCY)
             .try_collect()
             .await?;
+        // Offers views live only in the read cache: without one there is nothing to do.
+        if self.cache.is_none() {
+            offers.clear();
+        }
         let offer_state: Vec<(String, String, Vec<surge_store::Offer>)> = stream::iter(offers)
             .map(|(id, market)| async move {
                 let list = store.offers_for(&id, &market).await?;
@@ -246,6 +252,9 @@ impl Projector {
             ..ViewBatch::default()
         };
         for (key, view) in &changes {
+            if !views::is_stored(key) {
+                continue;
+            }
             match view {
                 Some(v) => batch.puts.push(ViewPut {
                     key: key.clone(),

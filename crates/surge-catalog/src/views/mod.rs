@@ -23,6 +23,27 @@ pub fn offers_key(format: Format, id: &str, market: &str) -> String {
     format!("o:{}:{id}:{market}", format.tag())
 }
 
+/// Whether the view under `key` is kept in the view store (product views) or only in
+/// the read cache, rebuilt from source tables on a miss (offers views).
+pub fn is_stored(key: &str) -> bool {
+    key.starts_with("p:")
+}
+
+/// The parts of an offers key (`o:{format}:{id}:{market}`); ids and markets never
+/// contain `:`, so the split is unambiguous.
+pub fn parse_offers_key(key: &str) -> Option<(Format, &str, &str)> {
+    let mut parts = key.split(':');
+    if parts.next()? != "o" {
+        return None;
+    }
+    let format = Format::ALL
+        .into_iter()
+        .find(|f| Some(f.tag()) == parts.clone().next())?;
+    parts.next();
+    let (id, market) = (parts.next()?, parts.next()?);
+    parts.next().is_none().then_some((format, id, market))
+}
+
 /// A view in memory: both encodings, ready to send.
 #[derive(Debug, Clone)]
 pub struct View {

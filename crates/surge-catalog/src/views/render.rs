@@ -127,6 +127,18 @@ mod tests {
     }
 
     #[test]
+    fn offers_keys_round_trip() {
+        let key = offers_key(Format::Beta, "P-1.x", "DE");
+        assert_eq!(
+            super::super::parse_offers_key(&key),
+            Some((Format::Beta, "P-1.x", "DE"))
+        );
+        assert_eq!(super::super::parse_offers_key("p:std:P1"), None);
+        assert_eq!(super::super::parse_offers_key("o:gamma:P1:DE"), None);
+        assert_eq!(super::super::parse_offers_key("o:std:P1:DE:x"), None);
+    }
+
+    #[test]
     fn offers_document_lists_offers() {
         let o = Offer {
             product_id: "P1".into(),
