@@ -159,7 +159,11 @@ async fn seeded() -> App {
     assert_eq!(r.json(), json!({"accepted": 2, "outbox_entries": 1}));
     app.project().await;
     let (products, offers, views) = app.store.counts().await.expect("counts");
-    assert_eq!((products, offers, views), (2, 2, 6), "only product views are stored");
+    assert_eq!(
+        (products, offers, views),
+        (2, 2, 6),
+        "only product views are stored"
+    );
     app
 }
 

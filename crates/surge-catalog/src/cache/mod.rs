@@ -306,6 +306,16 @@ impl ViewCache {
         let _ = self.shared.cache.replace(key, entry, false);
     }
 
+    /// Whether `key` has an entry (fresh or not), without counting a read.
+    pub fn contains(&self, key: &str) -> bool {
+        self.shared.cache.contains_key(key)
+    }
+
+    /// Drops the entry of `key`, if any.
+    pub fn forget(&self, key: &str) {
+        self.shared.cache.remove(key);
+    }
+
     /// Bytes held now.
     pub fn weight(&self) -> u64 {
         self.shared.cache.weight()

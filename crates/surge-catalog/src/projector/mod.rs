@@ -27,8 +27,8 @@ use tokio::sync::{Notify, watch};
 pub use config::ProjectorConfig;
 
 use crate::cache::ViewCache;
-use crate::views;
 use crate::views::render::{self, ViewChange};
+use crate::views::{self, Format, offers_key, product_key};
 
 /// Source reads in flight at once during a step.
 const READ_CONCURRENCY: usize = 8;
@@ -232,9 +232,34 @@ impl Projector {
             .buffered(READ_CONCURRENCY)
             .try_collect()
             .await?;
-        // Offers views live only in the read cache: without one there is nothing to do.
-        if self.cache.is_none() {
-            offers.clear();
+        // One ticket marks every key this step may write (see the cache's epochs). It is
+        // taken before deciding which offers views to rebuild, so a load racing that
+        // decision either retries or is dropped below.
+        let ticket = self.cache.as_ref().map(|c| {
+            let keys: Vec<String> = product_state
+                .iter()
+                .flat_map(|(id, _)| Format::ALL.map(|f| product_key(f, id)))
+                .chain(
+                    offers
+                        .iter()
+                        .flat_map(|(id, m)| Format::ALL.map(|f| offers_key(f, id, m))),
+                )
+                .collect();
+            c.begin_write(keys.iter().map(String::as_str))
+        });
+        // Offers views live only in the read cache: rebuild the ones it holds; the rest
+        // are built from the offers table when first read.
+        let mut skipped = Vec::new();
+        match &self.cache {
+            None => offers.clear(),
+            Some(cache) => offers.retain(|(id, market)| {
+                let keys = Format::ALL.map(|f| offers_key(f, id, market));
+                let cached = keys.iter().any(|k| cache.contains(k));
+                if !cached {
+                    skipped.extend(keys);
+                }
+                cached
+            }),
         }
         let offer_state: Vec<(String, String, Vec<surge_store::Offer>)> = stream::iter(offers)
             .map(|(id, market)| async move {
@@ -263,15 +288,16 @@ impl Projector {
                 None => batch.deletes.push(key.clone()),
             }
         }
-        let ticket = self
-            .cache
-            .as_ref()
-            .map(|c| c.begin_write(changes.iter().map(|(k, _)| k.as_str())));
         self.store.apply_views(&batch).await?;
         let views = changes.len();
         if let Some(cache) = &self.cache {
             for (key, view) in changes {
                 cache.write_through(key, view);
+            }
+            // A load that passed its epoch check just before the ticket may have put an
+            // old offers view in after the presence check: drop it (a read rebuilds it).
+            for key in &skipped {
+                cache.forget(key);
             }
         }
         drop(ticket);
