@@ -386,8 +386,19 @@ macro_rules! sql_store {
                     q.execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
                 }
                 Self::lock_outbox(&mut tx).await?;
-                for (product_id, market) in &touched {
-                    Self::insert_outbox(&mut tx, OutboxKind::Offers, product_id, Some(market), at).await?;
+                for chunk in touched.chunks(ROWS_PER_STATEMENT) {
+                    let sql = multi_row(
+                        $numbered,
+                        "INSERT INTO outbox (kind, product_id, market, created_at_ms) VALUES",
+                        chunk.len(),
+                        4,
+                        "",
+                    );
+                    let mut q = sqlx::query(sql);
+                    for (product_id, market) in chunk {
+                        q = q.bind(OutboxKind::Offers.as_str()).bind(*product_id).bind(*market).bind(at);
+                    }
+                    q.execute(&mut *tx).await.map_err(StoreError::from_sqlx)?;
                 }
                 tx.commit().await.map_err(StoreError::from_sqlx)?;
                 Ok(touched.len() as u64)
