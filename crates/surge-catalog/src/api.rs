@@ -18,8 +18,9 @@ use crate::config::HttpConfig;
 use crate::projector::{Nudge, ProjectorStatus};
 use crate::read;
 
-/// The `{id}` path segment, percent-decoded. Unlike `Path<String>`, a segment that does
-/// not decode to UTF-8 is answered with a problem+json 400, like every other mistake.
+/// The `{id}` path segment, percent-decoded and checked against the id rules
+/// ([`crate::model::check_id`]). Unlike `Path<String>`, a segment that does not decode
+/// or is not a valid id is answered with a problem+json 400, like every other mistake.
 pub struct PathId(pub String);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
@@ -31,8 +32,11 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathId {
     ) -> Result<Self, Problem> {
         axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|axum::extract::Path(id)| PathId(id))
             .map_err(|e| Problem::bad_param("id", format!("cannot be read: {}", e.body_text())))
+            .and_then(|axum::extract::Path(id)| {
+                crate::model::check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
+                Ok(PathId(id))
+            })
     }
 }
 
@@ -128,11 +132,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 /// The catalog router: read API, command API, health, metrics, OpenAPI.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/products/{id}", get(read::product))
-        .route("/products/{id}/offers", get(read::offers))
-        .route("/product-offers/{id}", get(read::product_offers))
-        .route("/products", get(read::batch))
+    let admin = Router::new()
         .route(
             "/admin/products/{id}",
             put(command::put_product)
@@ -141,6 +141,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/admin/offers", post(command::post_offers))
         .route("/admin/projector", get(command::projector_state))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            command::require_admin,
+        ));
+    Router::new()
+        .route("/products/{id}", get(read::product))
+        .route("/products/{id}/offers", get(read::offers))
+        .route("/product-offers/{id}", get(read::product_offers))
+        .route("/products", get(read::batch))
+        .merge(admin)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -404,6 +404,19 @@ async fn client_mistakes_are_problems_never_500() {
         .await;
     r.is_problem(401, "unauthorized");
     assert!(r.header("www-authenticate").starts_with("Bearer"));
+    for (method, uri) in [
+        ("DELETE", "/admin/products/P1"),
+        ("GET", "/admin/products/P1"),
+        ("POST", "/admin/offers"),
+        ("GET", "/admin/projector"),
+    ] {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::empty())
+            .expect("req");
+        app.call(req).await.is_problem(401, "unauthorized");
+    }
 
     // Bodies.
     app.admin("PUT", "/admin/products/P9", "{not json")

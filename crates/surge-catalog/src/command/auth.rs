@@ -1,9 +1,28 @@
 //! Admin authentication for the command API: one bearer token from configuration.
 //! (The edge will front this with real identities; see the edge issue.)
 
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue};
 use surge_http::{Problem, ProblemKind};
+
+use crate::api::AppState;
+
+/// Middleware on the admin routes: the request goes on only with the admin token.
+pub async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.admin.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(problem) => problem.into_response(),
+    }
+}
 
 /// The configured admin token.
 #[derive(Clone)]

@@ -1,4 +1,5 @@
-//! The command API (admin only): product and offer writes. A 2xx means the write and
+//! The command API (admin only; [`require_admin`] guards every route): product and
+//! offer writes. A 2xx means the write and
 //! its outbox entry are committed; the projector is then woken to build the views.
 
 mod auth;
@@ -15,10 +16,10 @@ use surge_http::{Problem, ProblemKind};
 use surge_store::ProductWrite;
 use utoipa::ToSchema;
 
-pub use auth::AdminToken;
+pub use auth::{AdminToken, require_admin};
 
 use crate::api::{AppState, PathId};
-use crate::model::{self, check_id, offer};
+use crate::model::{self, offer};
 
 fn store_error(e: &surge_store::StoreError) -> Problem {
     match e {
@@ -82,8 +83,6 @@ pub async fn put_product(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    state.admin.check(&headers)?;
-    check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
     let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
     let bytes = model::product::normalize(&id, doc).map_err(Problem::validation)?;
     let receipts = state
@@ -126,10 +125,7 @@ pub async fn put_product(
 pub async fn delete_product(
     State(state): State<Arc<AppState>>,
     PathId(id): PathId,
-    headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    state.admin.check(&headers)?;
-    check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
     if state
         .store
         .delete_product(&id)
@@ -158,10 +154,7 @@ pub async fn delete_product(
 pub async fn get_product_source(
     State(state): State<Arc<AppState>>,
     PathId(id): PathId,
-    headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    state.admin.check(&headers)?;
-    check_id(&id).map_err(|e| Problem::bad_param("id", e))?;
     let record = state
         .store
         .get_product(&id)
@@ -210,7 +203,6 @@ pub async fn post_offers(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    state.admin.check(&headers)?;
     let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
     let offers =
         offer::parse(&doc, state.http.max_offers_per_request).map_err(Problem::validation)?;
@@ -247,11 +239,7 @@ pub struct ProjectorState {
     responses((status = 200, description = "Projector progress", body = ProjectorState),
               (status = 401, description = "Missing or wrong admin token", content_type = "application/problem+json")),
     security(("admin" = [])))]
-pub async fn projector_state(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    state.admin.check(&headers)?;
+pub async fn projector_state(State(state): State<Arc<AppState>>) -> Result<Response, Problem> {
     let head = state
         .store
         .outbox_head()

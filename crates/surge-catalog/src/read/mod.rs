@@ -34,10 +34,6 @@ fn ask(headers: &http::HeaderMap) -> Result<Ask, Problem> {
     })
 }
 
-fn valid_id(id: &str) -> Result<(), Problem> {
-    check_id(id).map_err(|e| Problem::bad_param("id", e))
-}
-
 fn market_param(raw: Option<&str>) -> Result<String, Problem> {
     let market = query::param(raw, "market")?
         .ok_or_else(|| Problem::bad_param("market", "is required, e.g. ?market=DE"))?;
@@ -98,7 +94,6 @@ pub async fn product(
     request: Request,
 ) -> Result<Response, Problem> {
     let headers = request.headers();
-    valid_id(&id)?;
     let ask = ask(headers)?;
     let entry = lookup(&state, &product_key(ask.format, &id)).await?;
     let view = entry
@@ -130,7 +125,6 @@ pub async fn offers(
 ) -> Result<Response, Problem> {
     let headers = request.headers();
     let raw = request.uri().query();
-    valid_id(&id)?;
     let market = market_param(raw)?;
     let ask = ask(headers)?;
     let view = offers_view(&state, ask.format, &id, &market).await?;
@@ -159,7 +153,6 @@ pub async fn product_offers(
 ) -> Result<Response, Problem> {
     let headers = request.headers();
     let raw = request.uri().query();
-    valid_id(&id)?;
     let market = market_param(raw)?;
     let ask = ask(headers)?;
     let product = lookup(&state, &product_key(ask.format, &id)).await?;
