@@ -26,8 +26,22 @@ struct Surge {
 }
 
 impl Surge {
+    /// Starts `surge up` on a free port and returns once it is ready (`/readyz` 200:
+    /// the projector has applied what was in the outbox at start).
+    async fn start(data_dir: &Path, http: &Http) -> Surge {
+        let surge = Self::spawn(data_dir);
+        wait_for(
+            http,
+            &format!("{}/readyz", surge.base),
+            200,
+            Duration::from_secs(60),
+        )
+        .await;
+        surge
+    }
+
     /// Starts `surge up` on a free port and waits for its `listening on` line.
-    fn start(data_dir: &Path) -> Surge {
+    fn spawn(data_dir: &Path) -> Surge {
         let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
             .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -146,15 +160,8 @@ fn product(n: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_reads_and_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let surge = Surge::start(dir.path());
     let http = Http::new();
-    wait_for(
-        &http,
-        &format!("{}/readyz", surge.base),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
+    let surge = Surge::start(dir.path(), &http).await;
     let (s, _) = http
         .send(
             "PUT",
@@ -189,15 +196,8 @@ async fn serves_reads_and_writes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let surge = Surge::start(dir.path());
     let http = Http::new();
-    wait_for(
-        &http,
-        &format!("{}/readyz", surge.base),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
+    let surge = Surge::start(dir.path(), &http).await;
 
     // Writers PUT products and offers as fast as they can; the test kills the
     // process once enough writes have been acknowledged.
@@ -255,14 +255,7 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
     assert!(products.len() >= 300);
 
     // Restart on the same data directory; the projector resumes from its position.
-    let surge = Surge::start(dir.path());
-    wait_for(
-        &http,
-        &format!("{}/readyz", surge.base),
-        200,
-        Duration::from_secs(60),
-    )
-    .await;
+    let surge = Surge::start(dir.path(), &http).await;
     let (_, status) = http
         .get_json(&format!("{}/admin/projector", surge.base))
         .await;

@@ -317,3 +317,27 @@ async fn the_budget_is_bytes() {
     );
     assert!(f.counter(metrics::EVICTED_BYTES_TOTAL) > 0);
 }
+
+#[tokio::test]
+async fn jitter_spreads_the_expiries_of_entries_loaded_together() {
+    // Life 60 s ± 10 %: the fresh part ends between 39 s and 51 s after loading.
+    let f = fixture(CacheConfig::default()).await;
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        f.put_view(k, b"v").await;
+        f.cache.get(k).await.expect("load");
+    }
+    tokio::time::advance(Duration::from_secs(45)).await;
+    for k in &keys {
+        f.cache.get(k).await.expect("get");
+    }
+    let (fresh, stale) = (
+        f.counter(metrics::HITS_TOTAL),
+        f.counter(metrics::STALE_TOTAL),
+    );
+    assert_eq!(fresh + stale, 50);
+    assert!(
+        fresh > 0 && stale > 0,
+        "all 50 entries aged in step: {fresh} fresh, {stale} stale"
+    );
+}
