@@ -91,18 +91,24 @@ taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
 wait_ok "http://127.0.0.1:$PORT_N/products/P0000001"
 cmp <(curl -s http://127.0.0.1:$PORT_N/products/P0000002) <(curl -s http://127.0.0.1:$PORT_S/products/P0000002) && echo "nginx and Surge serve identical bytes"
 
-run() { # name port extra-wrk-args...
+cpu_ticks() { awk '$1=="cpu0"||$1=="cpu1" {printf "%d %d ", $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+busy() { # "before" "after" -> "core0% core1%" (how busy each core was in between)
+  set -- $1 $2
+  echo "$(( 100 * (${5} - ${1}) / (${6} - ${2}) ))% $(( 100 * (${7} - ${3}) / (${8} - ${4}) ))%"
+}
+run() { # name port extra-wrk-args...  -> "name req/s p50 p99 core0-busy core1-busy"
   local name=$1 port=$2; shift 2
+  local before; before=$(cpu_ticks)
   HOT=$HOT taskset -c 1 wrk -t1 -c64 -d"${SECS}s" --latency -s bench/random-ids.lua "$@" "http://127.0.0.1:$port" > "$WORK/$name.txt"
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/$name.txt")
   p50=$(awk '$1=="50%" {print $2}' "$WORK/$name.txt")
   p99=$(awk '$1=="99%" {print $2}' "$WORK/$name.txt")
-  echo "$name $rps $p50 $p99"
+  echo "$name $rps $p50 $p99 $(busy "$before" "$(cpu_ticks)")"
 }
 
 echo "## single GET, 64 connections, ${SECS}s each (server on core 0, wrk on core 1)"
-echo "run req/s p50 p99"
+echo "run req/s p50 p99 core0-busy(server) core1-busy(wrk)"
 N_ID=$(run nginx-identity $PORT_N); echo "$N_ID"
 S_ID=$(run surge-identity $PORT_S); echo "$S_ID"
 N_GZ=$(run nginx-gzip $PORT_N -H "Accept-Encoding: gzip"); echo "$N_GZ"

@@ -548,3 +548,45 @@ async fn readiness_waits_for_the_projector() {
         .expect("call");
     assert_eq!(ready.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn offer_updates_do_not_wait_for_the_position_commit() {
+    let app = seeded().await;
+    let offers_url = "/products/P1/offers?market=DE";
+    assert_eq!(app.get(offers_url, &[]).await.status, StatusCode::OK); // now cached
+    let price = |amount: i64| {
+        json!({"offers": [{"product_id": "P1", "merchant_id": "M1", "market": "DE",
+            "price": {"amount_minor": amount, "currency": "EUR"}, "stock": 1}]})
+        .to_string()
+    };
+    for amount in [501, 502, 503] {
+        app.admin("POST", "/admin/offers", price(amount)).await;
+        let step = app.projector.step().await.expect("step");
+        assert_eq!(step.entries, 1);
+        // Visible after the step, whether or not its position is stored yet.
+        assert_eq!(
+            app.get(offers_url, &[]).await.json()["offers"][0]["price"]["amount_minor"],
+            amount
+        );
+    }
+    // A product change after deferred offers positions commits from the stored
+    // position, not from the in-memory one (a mismatch would be a PositionConflict).
+    app.put_product("P3", shoe("P3")).await;
+    let step = app.projector.step().await.expect("stored step");
+    assert_eq!(step.entries, 1);
+    let head = app.store.outbox_head().await.expect("head");
+    assert_eq!(app.store.applied_position().await.expect("pos"), head);
+    assert_eq!(app.get("/products/P3", &[]).await.status, StatusCode::OK);
+
+    // Offers-only again, then flush (what a stopping projector does): stored = head.
+    app.admin("POST", "/admin/offers", price(504)).await;
+    app.projector.step().await.expect("step");
+    app.projector.flush().await.expect("flush");
+    let head = app.store.outbox_head().await.expect("head");
+    assert_eq!(app.store.applied_position().await.expect("pos"), head);
+    // A restarted projector has nothing left to apply.
+    let fresh = Projector::new(app.store.clone(), None, Default::default())
+        .await
+        .expect("projector");
+    assert_eq!(fresh.step().await.expect("step").entries, 0);
+}

@@ -346,6 +346,8 @@ macro_rules! sql_store {
                 let at = now_ms();
                 let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
                 let mut touched: Vec<(&str, &str)> = Vec::new();
+                let mut seen: std::collections::HashSet<(&str, &str)> =
+                    std::collections::HashSet::with_capacity(offers.len());
                 // Within one statement a key may appear once (PostgreSQL refuses to update a
                 // row twice), so the last write of a repeated (product, market, merchant) wins.
                 let mut latest: std::collections::HashMap<(&str, &str, &str), &Offer> =
@@ -357,7 +359,7 @@ macro_rules! sql_store {
                         order.push(key);
                     }
                     let pair = (o.product_id.as_str(), o.market.as_str());
-                    if !touched.contains(&pair) {
+                    if seen.insert(pair) {
                         touched.push(pair);
                     }
                 }

@@ -172,6 +172,7 @@ async fn direct(args: &SeedArgs, url: &str) -> anyhow::Result<()> {
         }
         pb.inc(step.entries as u64);
     }
+    projector.flush().await?;
     pb.finish();
     let total = started.elapsed();
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64().max(1e-9);

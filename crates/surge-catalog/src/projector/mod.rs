@@ -6,8 +6,16 @@
 //! renders every format in both encodings on the blocking pool, and commits the product
 //! views with the new position in one transaction. Only then does it write through to
 //! the read cache. Offers views are not stored (the cache builds them from the offers
-//! table on a miss); the projector writes them through to the cache only. A restart resumes from the stored position: nothing is lost, nothing is
-//! applied twice.
+//! table on a miss); the projector writes them through to the cache only, at once.
+//!
+//! A step that changes no stored view (offer updates, the high-frequency path) does not
+//! wait for the single writer: its position is committed in the background, at most
+//! [`COMMIT_EVERY`] later or after [`COMMIT_AFTER_ENTRIES`] entries, so offer updates
+//! become visible without queueing behind other writes. After a crash such entries are
+//! applied again, which rebuilds offers views from the committed offers table: the same
+//! result, no double effect. Steps that change stored views commit views and position in
+//! one transaction before writing through. A restart resumes from the stored position:
+//! nothing is lost, nothing is applied twice.
 
 mod config;
 mod metrics;
@@ -35,6 +43,12 @@ const READ_CONCURRENCY: usize = 8;
 
 /// Outbox rows deleted per pruning pass (and entries applied between passes).
 const PRUNE_ROWS: u32 = 10_000;
+
+/// The longest a position that changed no stored view waits to be committed.
+pub const COMMIT_EVERY: Duration = Duration::from_millis(250);
+
+/// Entries after which a pending position is committed however recent the last commit.
+pub const COMMIT_AFTER_ENTRIES: i64 = 5_000;
 
 /// Progress of the projector, shared with the read API (`/readyz`, admin status).
 #[derive(Debug, Default)]
@@ -74,6 +88,14 @@ pub struct Projector {
     config: ProjectorConfig,
     status: Arc<ProjectorStatus>,
     nudge: Nudge,
+    commits: tokio::sync::Mutex<Commits>,
+}
+
+/// The stored position, which trails `status.applied` while a commit is pending.
+struct Commits {
+    committed: i64,
+    at: Instant,
+    in_flight: Option<tokio::task::JoinHandle<Result<i64, StoreError>>>,
 }
 
 /// What one step did.
@@ -107,6 +129,11 @@ impl Projector {
             config,
             status,
             nudge: Nudge::default(),
+            commits: tokio::sync::Mutex::new(Commits {
+                committed: applied,
+                at: Instant::now(),
+                in_flight: None,
+            }),
         })
     }
 
@@ -126,15 +153,24 @@ impl Projector {
         let mut pruned_at = 0i64;
         loop {
             if *shutdown.borrow() {
+                if let Err(e) = self.flush().await {
+                    tracing::warn!(error = %e, "could not commit the last applied position; the entries after the stored one will be applied again at start");
+                }
                 return;
             }
-            match self.step().await {
+            let stepped = match self.step().await {
+                Ok(step) if step.entries > 0 => Ok(step),
+                // Idle: persist a pending position now rather than on the next write.
+                Ok(step) => self.flush().await.map(|()| step),
+                Err(e) => Err(e),
+            };
+            match stepped {
                 Ok(step) if step.entries > 0 => {
                     failures = 0;
-                    let applied = self.status.applied();
-                    if applied - pruned_at >= i64::from(PRUNE_ROWS) {
-                        self.prune(applied).await;
-                        pruned_at = applied;
+                    let committed = self.commits.lock().await.committed;
+                    if committed - pruned_at >= i64::from(PRUNE_ROWS) {
+                        self.prune(committed).await;
+                        pruned_at = committed;
                     }
                     continue;
                 }
@@ -144,6 +180,7 @@ impl Projector {
                     metrics::failure();
                     tracing::warn!(error = %e, failures, "projector step failed; retrying");
                     if let StoreError::PositionConflict { found, .. } = e {
+                        self.commits.lock().await.committed = found;
                         self.status.applied.store(found, Ordering::Release);
                     }
                 }
@@ -175,16 +212,76 @@ impl Projector {
         }
     }
 
-    /// Applies everything up to the current outbox head, then returns.
+    /// Applies everything up to the current outbox head and commits the position, then
+    /// returns.
     pub async fn catch_up(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let step = self.step().await?;
             if step.entries == 0 {
+                self.flush().await?;
                 return Ok(total);
             }
             total += step.entries as u64;
         }
+    }
+
+    /// Commits the applied position if it is ahead of the stored one (and waits for a
+    /// background commit). Call before stopping a projector driven by [`Projector::step`].
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let mut commits = self.commits.lock().await;
+        Self::settle(&mut commits).await?;
+        let applied = self.status.applied();
+        if applied > commits.committed {
+            let batch = ViewBatch {
+                from_position: commits.committed,
+                to_position: applied,
+                ..ViewBatch::default()
+            };
+            self.store.apply_views(&batch).await?;
+            commits.committed = applied;
+            commits.at = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Waits for the background commit, if any, and records its outcome.
+    async fn settle(commits: &mut Commits) -> Result<(), StoreError> {
+        let Some(task) = commits.in_flight.take() else {
+            return Ok(());
+        };
+        match task.await {
+            Ok(Ok(to)) => {
+                commits.committed = to;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Starts a background commit of `to` if one is due and none is running.
+    async fn commit_later(&self, commits: &mut Commits, to: i64) -> Result<(), StoreError> {
+        if commits.in_flight.as_ref().is_some_and(|t| !t.is_finished()) {
+            return Ok(());
+        }
+        Self::settle(commits).await?; // finished: records its outcome without waiting
+        let due = commits.at.elapsed() >= COMMIT_EVERY
+            || to - commits.committed >= COMMIT_AFTER_ENTRIES;
+        if !due || to <= commits.committed {
+            return Ok(());
+        }
+        let batch = ViewBatch {
+            from_position: commits.committed,
+            to_position: to,
+            ..ViewBatch::default()
+        };
+        let store = self.store.clone();
+        commits.at = Instant::now();
+        commits.in_flight = Some(tokio::spawn(async move {
+            store.apply_views(&batch).await.map(|()| batch.to_position)
+        }));
+        Ok(())
     }
 
     /// Applies one batch of outbox entries.
@@ -272,7 +369,6 @@ impl Projector {
 
         let changes = self.render(product_state, offer_state).await;
         let mut batch = ViewBatch {
-            from_position: from,
             to_position: to,
             ..ViewBatch::default()
         };
@@ -288,18 +384,22 @@ impl Projector {
                 None => batch.deletes.push(key.clone()),
             }
         }
-        self.store.apply_views(&batch).await?;
         let views = changes.len();
-        if let Some(cache) = &self.cache {
-            for (key, view) in changes {
-                cache.write_through(key, view);
-            }
-            // A load that passed its epoch check just before the ticket may have put an
-            // old offers view in after the presence check: drop it (a read rebuilds it).
-            for key in &skipped {
-                cache.forget(key);
-            }
+        let mut commits = self.commits.lock().await;
+        if batch.puts.is_empty() && batch.deletes.is_empty() {
+            // Only offers views (cache-only, built from committed rows): visible now, the
+            // position follows in the background.
+            self.write_through(changes, &skipped);
+            self.commit_later(&mut commits, to).await?;
+        } else {
+            Self::settle(&mut commits).await?;
+            batch.from_position = commits.committed;
+            self.store.apply_views(&batch).await?;
+            commits.committed = to;
+            commits.at = Instant::now();
+            self.write_through(changes, &skipped);
         }
+        drop(commits);
         drop(ticket);
 
         self.status.applied.store(to, Ordering::Release);
@@ -315,6 +415,19 @@ impl Projector {
             entries: entries.len(),
             views,
         })
+    }
+
+    fn write_through(&self, changes: Vec<ViewChange>, skipped: &[String]) {
+        if let Some(cache) = &self.cache {
+            for (key, view) in changes {
+                cache.write_through(key, view);
+            }
+            // A load that passed its epoch check just before the ticket may have put an
+            // old offers view in after the presence check: drop it (a read rebuilds it).
+            for key in skipped {
+                cache.forget(key);
+            }
+        }
     }
 
     async fn render(
