@@ -5,6 +5,7 @@
 //! and PostgreSQL for scale-out. [`open`] picks one from a URL; one conformance suite
 //! (`tests/conformance.rs`) runs against both.
 
+pub mod checkpoint;
 mod error;
 mod metrics;
 mod migrations;

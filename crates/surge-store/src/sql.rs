@@ -28,6 +28,7 @@ use sqlx::postgres::{PgConnectOptions, Postgres};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Database, Pool, Row, Sqlite};
 
+use crate::checkpoint::Checkpointer;
 use crate::metrics::record;
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use crate::{
@@ -67,6 +68,8 @@ pub struct SqlStore<DB: Database> {
     writer: Pool<DB>,
     /// Connections that read.
     reader: Pool<DB>,
+    /// SQLite only: the thread that checkpoints the WAL off the writer's path.
+    checkpointer: Option<Checkpointer>,
 }
 
 fn now_ms() -> i64 {
@@ -149,7 +152,9 @@ impl SqlStore<Sqlite> {
             .synchronous(synchronous)
             .busy_timeout(Duration::from_millis(options.acquire_timeout_ms))
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // The WAL file shrinks back to this after a checkpoint lets it restart.
+            .pragma("journal_size_limit", "67108864");
         let timeout = Duration::from_millis(options.acquire_timeout_ms);
         // No idle reaping: an embedded file has nothing to reconnect to.
         let writer = PoolOptions::<Sqlite>::new()
@@ -158,13 +163,15 @@ impl SqlStore<Sqlite> {
             .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(timeout)
-            .connect_with(connect.clone())
+            // Checkpoints run on their own thread (see `checkpoint`), not in commits.
+            .connect_with(connect.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .map_err(StoreError::from_sqlx)?;
         // Migrate through the writer first: a read-only connection cannot create the file.
         SqlStore {
             writer: writer.clone(),
             reader: writer.clone(),
+            checkpointer: None,
         }
         .migrate()
         .await?;
@@ -175,10 +182,16 @@ impl SqlStore<Sqlite> {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(timeout)
             // Readers share the OS page cache; a small private cache each keeps RSS bounded.
-            .connect_with(connect.read_only(true).pragma("cache_size", "-8192"))
+            .connect_with(connect.clone().read_only(true).pragma("cache_size", "-8192"))
             .await
             .map_err(StoreError::from_sqlx)?;
-        Ok(SqlStore { writer, reader })
+        let checkpointer = Checkpointer::start(connect)
+            .map_err(|e| StoreError::Config(format!("cannot start the WAL checkpointer: {e}")))?;
+        Ok(SqlStore {
+            writer,
+            reader,
+            checkpointer: Some(checkpointer),
+        })
     }
 }
 
@@ -216,6 +229,7 @@ impl SqlStore<Postgres> {
         let store = SqlStore {
             writer: pool.clone(),
             reader: pool,
+            checkpointer: None,
         };
         store.migrate().await?;
         Ok(store)
@@ -641,6 +655,9 @@ macro_rules! sql_store {
             }
 
             async fn close(&self) {
+                if let Some(c) = &self.checkpointer {
+                    c.stop().await;
+                }
                 self.writer.close().await;
                 self.reader.close().await;
             }

@@ -160,8 +160,13 @@ impl Projector {
             }
             let stepped = match self.step().await {
                 Ok(step) if step.entries > 0 => Ok(step),
-                // Idle: persist a pending position now rather than on the next write.
-                Ok(step) => self.flush().await.map(|()| step),
+                // Idle: a pending position is committed in the background once due (the
+                // idle loop comes back here at least every poll interval).
+                Ok(step) => {
+                    let mut commits = self.commits.lock().await;
+                    let applied = self.status.applied();
+                    self.commit_later(&mut commits, applied).await.map(|()| step)
+                }
                 Err(e) => Err(e),
             };
             match stepped {
