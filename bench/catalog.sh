@@ -2,15 +2,18 @@
 # Catalog read benchmark, side by side with nginx in one run on one machine.
 #
 #   bench/catalog.sh [PRODUCTS] [HOT] [SECONDS]        (defaults: 100000 10000 15)
-#   env: BENCH_DATA (seeded data dir, kept between runs), RATE (offer updates/s, 10000), VIS_SECS (20)
+#   env: BENCH_DATA (seeded data dir, kept between runs), RATE (offer updates/s, 10000), VIS_SECS (20),
+#        ROUNDS (interleaved nginx/Surge rounds of the single-GET runs, 3; the median ratio is reported)
 #
 # 1. seeds PRODUCTS synthetic products (~22 KB each) straight into a fresh data dir
-#    and reports the end-to-end ingest rate (written + projected to views);
+#    and reports the end-to-end ingest rate (written + projected to views), next to
+#    the ceiling of SQLite itself for the same rows (bench/sqlite_bound.py);
 # 2. starts Surge on it and measures the time until the first product is served;
 # 3. exports the identical response bytes of the HOT set (identity + .gz) for nginx
 #    (gzip_static on, sendfile, keepalive, access_log off);
 # 4. pins each server to core 0 (Surge: one tokio worker; nginx: one worker) and wrk
-#    to core 1, 64 connections, random ids over the hot set, identity then gzip;
+#    to core 1, 64 connections, random ids over the hot set, identity then gzip,
+#    nginx and Surge alternating for ROUNDS rounds (median of the per-round ratios);
 # 5. batch of 100 ids vs single GETs (items/s);
 # 6. offer update -> read visibility under RATE offer updates/s; Surge's RSS at the end.
 # Needs: a release build (cargo build --release -p surge), nginx, wrk, curl, taskset.
@@ -41,6 +44,9 @@ if [ ! -f "$DATA/.seeded" ]; then
 else
   echo "## ingest (from the run that seeded $DATA): $(cat "$DATA/.seeded")"
 fi
+
+echo "## the same machine's SQLite ceiling for those rows (no parsing, rendering or compression)"
+python3 bench/sqlite_bound.py --products 20000
 
 echo "## start-up with $PRODUCTS products on disk"
 t0=$(date +%s.%N)
@@ -107,14 +113,22 @@ run() { # name port extra-wrk-args...  -> "name req/s p50 p99 core0-busy core1-b
   echo "$name $rps $p50 $p99 $(busy "$before" "$(cpu_ticks)")"
 }
 
-echo "## single GET, 64 connections, ${SECS}s each (server on core 0, wrk on core 1)"
+ROUNDS=${ROUNDS:-3}
+echo "## single GET, 64 connections, ${SECS}s per run, $ROUNDS interleaved rounds (server on core 0, wrk on core 1)"
 echo "run req/s p50 p99 core0-busy(server) core1-busy(wrk)"
-N_ID=$(run nginx-identity $PORT_N); echo "$N_ID"
-S_ID=$(run surge-identity $PORT_S); echo "$S_ID"
-N_GZ=$(run nginx-gzip $PORT_N -H "Accept-Encoding: gzip"); echo "$N_GZ"
-S_GZ=$(run surge-gzip $PORT_S -H "Accept-Encoding: gzip"); echo "$S_GZ"
 ratio() { echo "scale=2; $(echo "$1" | cut -d' ' -f2) / $(echo "$2" | cut -d' ' -f2)" | bc; }
-echo "ratio surge/nginx identity: $(ratio "$S_ID" "$N_ID")x   gzip: $(ratio "$S_GZ" "$N_GZ")x"
+median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+: > "$WORK/ratios-identity"; : > "$WORK/ratios-gzip"
+for round in $(seq 1 "$ROUNDS"); do
+  # nginx and Surge alternate, so drift in the machine's speed hits both alike.
+  N_ID=$(run nginx-identity-$round $PORT_N); echo "$N_ID"
+  S_ID=$(run surge-identity-$round $PORT_S); echo "$S_ID"
+  N_GZ=$(run nginx-gzip-$round $PORT_N -H "Accept-Encoding: gzip"); echo "$N_GZ"
+  S_GZ=$(run surge-gzip-$round $PORT_S -H "Accept-Encoding: gzip"); echo "$S_GZ"
+  ratio "$S_ID" "$N_ID" >> "$WORK/ratios-identity"; ratio "$S_GZ" "$N_GZ" >> "$WORK/ratios-gzip"
+  echo "round $round ratio surge/nginx identity: $(tail -n1 "$WORK/ratios-identity")x   gzip: $(tail -n1 "$WORK/ratios-gzip")x"
+done
+echo "median ratio surge/nginx over $ROUNDS rounds: identity $(median < "$WORK/ratios-identity")x, gzip $(median < "$WORK/ratios-gzip")x"
 
 echo "## batch of 100 ids (gzip) vs single GET (gzip), Surge"
 S_B=$(BATCH=100 run surge-batch100-gzip $PORT_S -H "Accept-Encoding: gzip"); echo "$S_B"

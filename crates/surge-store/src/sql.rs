@@ -182,7 +182,12 @@ impl SqlStore<Sqlite> {
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(timeout)
             // Readers share the OS page cache; a small private cache each keeps RSS bounded.
-            .connect_with(connect.clone().read_only(true).pragma("cache_size", "-8192"))
+            .connect_with(
+                connect
+                    .clone()
+                    .read_only(true)
+                    .pragma("cache_size", "-8192"),
+            )
             .await
             .map_err(StoreError::from_sqlx)?;
         let checkpointer = Checkpointer::start(connect)

@@ -165,7 +165,9 @@ impl Projector {
                 Ok(step) => {
                     let mut commits = self.commits.lock().await;
                     let applied = self.status.applied();
-                    self.commit_later(&mut commits, applied).await.map(|()| step)
+                    self.commit_later(&mut commits, applied)
+                        .await
+                        .map(|()| step)
                 }
                 Err(e) => Err(e),
             };
@@ -271,8 +273,8 @@ impl Projector {
             return Ok(());
         }
         Self::settle(commits).await?; // finished: records its outcome without waiting
-        let due = commits.at.elapsed() >= COMMIT_EVERY
-            || to - commits.committed >= COMMIT_AFTER_ENTRIES;
+        let due =
+            commits.at.elapsed() >= COMMIT_EVERY || to - commits.committed >= COMMIT_AFTER_ENTRIES;
         if !due || to <= commits.committed {
             return Ok(());
         }
