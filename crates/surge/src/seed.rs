@@ -126,6 +126,7 @@ async fn direct(args: &SeedArgs, url: &str) -> anyhow::Result<()> {
     let writes_done = Arc::new(tokio::sync::Notify::new());
     let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let views_pb = bars.add(bar(0, "views"));
+    let status = projector.status();
     let projecting = {
         let store = store.clone();
         let (writes_done, finished) = (writes_done.clone(), finished.clone());
@@ -138,7 +139,8 @@ async fn direct(args: &SeedArgs, url: &str) -> anyhow::Result<()> {
                     last_step = Instant::now();
                     views_pb.inc(step.entries as u64);
                     let head = store.outbox_head().await?;
-                    let applied = store.applied_position().await?.max(0);
+                    // In memory: the stored position may trail it (see the projector).
+                    let applied = status.applied().max(0);
                     views_pb.set_length(views_pb.position() + (head - applied).max(0) as u64);
                     continue;
                 }
