@@ -1,7 +1,9 @@
-//! HTTP plumbing shared by every Surge role: the one error shape
+//! HTTP plumbing shared by every Surge role: the signed caller identity the edge hands
+//! upstreams ([`envelope`]), the one error shape
 //! (`application/problem+json`, RFC 9457), Prometheus metrics, and the per-request
 //! metrics/tracing middleware.
 
+pub mod envelope;
 pub mod metrics;
 pub mod problem;
 pub mod server;
