@@ -1,0 +1,3 @@
+//! Authentication: ways a caller proves who they are.
+
+pub mod jwt;
