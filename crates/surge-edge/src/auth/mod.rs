@@ -1,3 +1,4 @@
 //! Authentication: ways a caller proves who they are.
 
 pub mod jwt;
+pub mod revocation;
