@@ -2,4 +2,6 @@
 
 pub mod authenticator;
 pub mod jwt;
+pub mod login_limit;
+pub mod password;
 pub mod revocation;
