@@ -1,5 +1,9 @@
-//! The edge role: the only public door. This crate holds its parts as they are built;
-//! so far the access-token issuer and strict verifier ([`auth::jwt`]). The Envelope it
-//! hands upstreams is in `surge_http::envelope` (upstreams verify it without this crate).
+//! The edge role: the only public door. Being built (issue 3); so far: the access-token
+//! issuer and strict verifier, authenticators, revocation filter, passwords and login
+//! limits ([`auth`]), the route table ([`routes`]) and the authentication layer that
+//! signs the Envelope for upstreams ([`pipeline::authenticate`]). Upstreams verify the
+//! Envelope with `surge_http::envelope`, without depending on this crate.
 
 pub mod auth;
+pub mod pipeline;
+pub mod routes;

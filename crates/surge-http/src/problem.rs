@@ -21,6 +21,10 @@ pub enum ProblemKind {
     BadRequest,
     /// 401: no or wrong credentials.
     Unauthorized,
+    /// 401: the session was revoked (logout, ban, refresh-token reuse): log in again.
+    Revoked,
+    /// 401: the access token expired: refresh it.
+    TokenExpired,
     /// 404: no such resource.
     NotFound,
     /// 404: no such route.
@@ -47,6 +51,8 @@ impl ProblemKind {
         match self {
             ProblemKind::BadRequest => "bad-request",
             ProblemKind::Unauthorized => "unauthorized",
+            ProblemKind::Revoked => "revoked",
+            ProblemKind::TokenExpired => "token-expired",
             ProblemKind::NotFound => "not-found",
             ProblemKind::NoRoute => "no-route",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
@@ -63,7 +69,9 @@ impl ProblemKind {
     pub fn status(self) -> StatusCode {
         match self {
             ProblemKind::BadRequest => StatusCode::BAD_REQUEST,
-            ProblemKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemKind::Unauthorized | ProblemKind::Revoked | ProblemKind::TokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
             ProblemKind::NotFound | ProblemKind::NoRoute => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
@@ -79,6 +87,8 @@ impl ProblemKind {
         match self {
             ProblemKind::BadRequest => "Bad request",
             ProblemKind::Unauthorized => "Unauthorized",
+            ProblemKind::Revoked => "Session revoked",
+            ProblemKind::TokenExpired => "Access token expired",
             ProblemKind::NotFound => "Not found",
             ProblemKind::NoRoute => "No such route",
             ProblemKind::MethodNotAllowed => "Method not allowed",
@@ -265,6 +275,8 @@ mod tests {
         let kinds = [
             ProblemKind::BadRequest,
             ProblemKind::Unauthorized,
+            ProblemKind::Revoked,
+            ProblemKind::TokenExpired,
             ProblemKind::NotFound,
             ProblemKind::NoRoute,
             ProblemKind::MethodNotAllowed,

@@ -1,0 +1,3 @@
+//! The edge's tower pipeline, one file per layer, read top to bottom.
+
+pub mod authenticate;
