@@ -47,7 +47,8 @@ pub struct Envelope {
     /// The authenticated user (empty for a partner or service authenticated by API key).
     #[prost(string, tag = "1")]
     pub user_id: String,
-    /// The login session the access token belongs to (what revocation targets).
+    /// The login session the access token belongs to (what revocation targets); for a
+    /// partner authenticated by API key, the key's id.
     #[prost(string, tag = "2")]
     pub session_id: String,
     /// The caller's market, ISO 3166-1 alpha-2 (e.g. `DE`).
