@@ -41,6 +41,10 @@ pub enum ProblemKind {
     ValidationFailed,
     /// 503: a dependency is unavailable; try again.
     Unavailable,
+    /// 502: an upstream failed or answered something unusable.
+    BadGateway,
+    /// 504: an upstream did not answer in time.
+    GatewayTimeout,
     /// 500: a bug or an unexpected failure (details only in the log).
     Internal,
 }
@@ -61,6 +65,8 @@ impl ProblemKind {
             ProblemKind::UnsupportedMediaType => "unsupported-media-type",
             ProblemKind::ValidationFailed => "validation-failed",
             ProblemKind::Unavailable => "unavailable",
+            ProblemKind::BadGateway => "bad-gateway",
+            ProblemKind::GatewayTimeout => "gateway-timeout",
             ProblemKind::Internal => "internal",
         }
     }
@@ -79,6 +85,8 @@ impl ProblemKind {
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ProblemKind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemKind::BadGateway => StatusCode::BAD_GATEWAY,
+            ProblemKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +105,8 @@ impl ProblemKind {
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
             ProblemKind::ValidationFailed => "Validation failed",
             ProblemKind::Unavailable => "Service unavailable",
+            ProblemKind::BadGateway => "Bad gateway",
+            ProblemKind::GatewayTimeout => "Gateway timeout",
             ProblemKind::Internal => "Internal error",
         }
     }
@@ -285,6 +295,8 @@ mod tests {
             ProblemKind::UnsupportedMediaType,
             ProblemKind::ValidationFailed,
             ProblemKind::Unavailable,
+            ProblemKind::BadGateway,
+            ProblemKind::GatewayTimeout,
             ProblemKind::Internal,
         ];
         let mut slugs: Vec<_> = kinds.iter().map(|k| k.slug()).collect();
