@@ -12,6 +12,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use surge_edge::auth::jwt::{Jwt, JwtSettings};
 use surge_edge::auth::revocation::{RevocationFilter, Revoked};
+use surge_http::envelope::{self, Envelope, EnvelopeKeys};
 
 fn hot_path(c: &mut Criterion) {
     let jwt = Jwt::new(JwtSettings::default(), "k1").unwrap();
@@ -32,6 +33,37 @@ fn hot_path(c: &mut Criterion) {
         b.iter(|| {
             let claims = jwt.verify(black_box(&token)).unwrap();
             black_box(filter.might_be_revoked(&claims.sid, &claims.sub))
+        })
+    });
+    // The Envelope: signed once per request at the edge, verified once by the upstream.
+    let keys = EnvelopeKeys::new(
+        "e1",
+        [("e1", b"edge-envelope-key-of-32-bytes!!!" as &[u8])],
+        Duration::from_secs(10),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let env = Envelope {
+        user_id: "u-123456".into(),
+        session_id: "s-abcdef".into(),
+        market: "DE".into(),
+        cohorts: vec!["sneaker-fan".into()],
+        tier: "plus".into(),
+        request_id: "1f".into(),
+        issued_at_ms: envelope::now_ms(),
+        method: "GET".into(),
+        path: "/products/P0000001".into(),
+    };
+    c.bench_function("envelope sign (edge)", |b| {
+        b.iter(|| black_box(keys.sign(black_box(&env))))
+    });
+    let header = keys.sign(&env);
+    c.bench_function("envelope verify (upstream)", |b| {
+        b.iter(|| {
+            black_box(
+                keys.verify(Some(black_box(&header)), "GET", "/products/P0000001")
+                    .is_ok(),
+            )
         })
     });
     // For scale: a full signature check (what the cache saves; 64 tokens rotate through
