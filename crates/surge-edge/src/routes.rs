@@ -81,9 +81,9 @@ impl RouteTable {
         Ok(RouteTable { routes })
     }
 
-    /// Every route's prefix, longest first.
-    pub fn prefixes(&self) -> impl Iterator<Item = &str> {
-        self.routes.iter().map(|r| r.prefix.as_str())
+    /// Every route, longest prefix first.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     /// The route serving `path` (no query), if any.

@@ -64,18 +64,19 @@ pub struct AuthenticateLayer {
 impl AuthenticateLayer {
     /// A layer over `setup` (each route's authenticator list is resolved once here).
     pub fn new(setup: AuthSetup) -> Self {
-        let mut per_route = HashMap::new();
-        for prefix in setup.routes.prefixes() {
-            let Some(route) = setup.routes.find(prefix) else {
-                continue;
-            };
-            let list = route
-                .authenticators
-                .iter()
-                .filter_map(|n| setup.authenticators.get(n).cloned())
-                .collect();
-            per_route.insert(route.prefix.clone(), Authenticators::new(list));
-        }
+        let per_route = setup
+            .routes
+            .routes()
+            .iter()
+            .map(|route| {
+                let list = route
+                    .authenticators
+                    .iter()
+                    .filter_map(|n| setup.authenticators.get(n).cloned())
+                    .collect();
+                (route.prefix.clone(), Authenticators::new(list))
+            })
+            .collect();
         AuthenticateLayer {
             shared: Arc::new(Shared {
                 setup,
