@@ -20,6 +20,9 @@ pub enum StoreError {
         /// The position actually stored.
         found: i64,
     },
+    /// A row with this unique key exists already.
+    #[error("already exists")]
+    Duplicate,
     /// A stored value could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),

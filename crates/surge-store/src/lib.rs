@@ -1,12 +1,14 @@
-//! Storage for the catalog: source-of-truth tables, the outbox, and the projected views.
+//! Storage for the catalog (source-of-truth tables, the outbox, the projected views) and
+//! for the edge's identity data ([`IdentityStore`]).
 //!
-//! Roles talk to the [`CatalogStore`] trait only. Two backends implement it with the
+//! Roles talk to the [`CatalogStore`] and [`IdentityStore`] traits only. Two backends implement it with the
 //! same SQL ([`sql`]): embedded SQLite (the default, one file under the data directory)
 //! and PostgreSQL for scale-out. [`open`] picks one from a URL; one conformance suite
 //! (`tests/conformance.rs`) runs against both.
 
 pub mod checkpoint;
 mod error;
+mod identity;
 mod metrics;
 mod migrations;
 mod model;
@@ -15,11 +17,15 @@ pub mod sql;
 use async_trait::async_trait;
 
 pub use error::StoreError;
+pub use identity::{
+    Account, IdentityStore, NewAccount, NewSession, Profile, Refresh, Revocation, RevocationKind,
+    SigningKey,
+};
 pub use model::{
     Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, StoredView, ViewBatch, ViewPut,
     WriteReceipt,
 };
-pub use sql::{StoreOptions, open};
+pub use sql::{StoreOptions, open, open_identity};
 
 /// Result type of every store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -4,9 +4,20 @@
 //! Applied versions are recorded in `surge_schema_migrations`; a version is applied in
 //! one transaction, so a crash mid-migration leaves the previous version intact.
 
+/// Which part of the schema a migration belongs to. A store file or schema holds the
+/// components opened on it: the catalog's file has no identity tables and vice versa.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Component {
+    /// Products, offers, outbox, views.
+    Catalog,
+    /// Accounts, sessions, refresh tokens, revocations, signing keys.
+    Identity,
+}
+
 /// One schema change.
 pub(crate) struct Migration {
     pub version: i64,
+    pub component: Component,
     pub name: &'static str,
     pub sqlite: &'static [&'static str],
     pub postgres: &'static [&'static str],
@@ -15,6 +26,7 @@ pub(crate) struct Migration {
 pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
+        component: Component::Catalog,
         name: "catalog: products, offers, outbox, views, projector position",
         sqlite: &[
             "CREATE TABLE products (id TEXT PRIMARY KEY, body BLOB NOT NULL, \
@@ -45,9 +57,45 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 2,
+        component: Component::Catalog,
         name: "catalog: offers views are built from the offers table, no longer stored",
         sqlite: &["DELETE FROM views WHERE key LIKE 'o:%'"],
         postgres: &["DELETE FROM views WHERE key LIKE 'o:%'"],
+    },
+    Migration {
+        version: 3,
+        component: Component::Identity,
+        name: "identity: accounts, sessions, refresh tokens, revocation log, signing keys",
+        sqlite: &[
+            "CREATE TABLE accounts (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, \
+         password_hash TEXT NOT NULL, market TEXT NOT NULL, tier TEXT NOT NULL, \
+         cohorts TEXT NOT NULL, created_at_ms INTEGER NOT NULL, banned_at_ms INTEGER)",
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, \
+         created_at_ms INTEGER NOT NULL, expires_at_ms INTEGER NOT NULL, revoked_at_ms INTEGER)",
+            "CREATE INDEX sessions_user ON sessions (user_id)",
+            "CREATE TABLE refresh_tokens (hash TEXT PRIMARY KEY, session_id TEXT NOT NULL, \
+         issued_at_ms INTEGER NOT NULL, used_at_ms INTEGER)",
+            "CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id)",
+            "CREATE TABLE revocations (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, \
+         subject TEXT NOT NULL, at_ms INTEGER NOT NULL, reason TEXT NOT NULL)",
+            "CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, purpose TEXT NOT NULL, \
+         secret BLOB NOT NULL, created_at_ms INTEGER NOT NULL)",
+        ],
+        postgres: &[
+            "CREATE TABLE accounts (id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, \
+         password_hash TEXT NOT NULL, market TEXT NOT NULL, tier TEXT NOT NULL, \
+         cohorts TEXT NOT NULL, created_at_ms BIGINT NOT NULL, banned_at_ms BIGINT)",
+            "CREATE TABLE sessions (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, \
+         created_at_ms BIGINT NOT NULL, expires_at_ms BIGINT NOT NULL, revoked_at_ms BIGINT)",
+            "CREATE INDEX sessions_user ON sessions (user_id)",
+            "CREATE TABLE refresh_tokens (hash TEXT PRIMARY KEY, session_id TEXT NOT NULL, \
+         issued_at_ms BIGINT NOT NULL, used_at_ms BIGINT)",
+            "CREATE INDEX refresh_tokens_session ON refresh_tokens (session_id)",
+            "CREATE TABLE revocations (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         kind TEXT NOT NULL, subject TEXT NOT NULL, at_ms BIGINT NOT NULL, reason TEXT NOT NULL)",
+            "CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, purpose TEXT NOT NULL, \
+         secret BYTEA NOT NULL, created_at_ms BIGINT NOT NULL)",
+        ],
     },
 ];
 

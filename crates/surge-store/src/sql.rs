@@ -30,7 +30,7 @@ use sqlx::{Connection, Database, Pool, Row, Sqlite};
 
 use crate::checkpoint::Checkpointer;
 use crate::metrics::record;
-use crate::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use crate::migrations::{CREATE_MIGRATIONS_TABLE, Component, MIGRATIONS};
 use crate::{
     CatalogStore, Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, Result, StoreError,
     StoredView, ViewBatch, WriteReceipt,
@@ -70,14 +70,16 @@ impl Default for StoreOptions {
 /// A SQL-backed [`CatalogStore`] on database `DB`.
 pub struct SqlStore<DB: Database> {
     /// Connections that write (SQLite: exactly one).
-    writer: Pool<DB>,
+    pub(crate) writer: Pool<DB>,
     /// Connections that read.
-    reader: Pool<DB>,
+    pub(crate) reader: Pool<DB>,
     /// SQLite only: the thread that checkpoints the WAL off the writer's path.
     checkpointer: Option<Checkpointer>,
+    /// The schema components this store holds (and migrates).
+    components: &'static [Component],
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -121,16 +123,46 @@ fn multi_row(
     sqlx::AssertSqlSafe(sql)
 }
 
-/// Opens the store at `url` (`sqlite://PATH` or `postgres://…`) and applies migrations.
+/// Opens the catalog store at `url` (`sqlite://PATH` or `postgres://…`) and applies
+/// the catalog's migrations.
 pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn CatalogStore>> {
+    check_url(url)?;
     if url.starts_with("sqlite:") {
         Ok(Arc::new(
-            SqlStore::<Sqlite>::open_sqlite(url, options).await?,
+            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Catalog]).await?,
         ))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    } else {
         Ok(Arc::new(
-            SqlStore::<Postgres>::open_postgres(url, options).await?,
+            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Catalog]).await?,
         ))
+    }
+}
+
+/// Opens the identity store at `url` (`sqlite://PATH` or `postgres://…`) and applies
+/// the identity migrations. It may share a PostgreSQL database with the catalog; on
+/// SQLite it is its own file, so logins never queue behind catalog writes.
+pub async fn open_identity(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Arc<dyn crate::IdentityStore>> {
+    check_url(url)?;
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Identity]).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Identity]).await?,
+        ))
+    }
+}
+
+fn check_url(url: &str) -> Result<()> {
+    if url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
+        Ok(())
     } else {
         Err(StoreError::Config(format!(
             "store URL must start with sqlite:// or postgres://, got {url:?}"
@@ -138,8 +170,23 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn CatalogSt
     }
 }
 
+impl<DB: Database> SqlStore<DB> {
+    /// Stops the checkpointer and closes both pools.
+    pub(crate) async fn shut(&self) {
+        if let Some(c) = &self.checkpointer {
+            c.stop().await;
+        }
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
 impl SqlStore<Sqlite> {
-    async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<Self> {
+    async fn open_sqlite(
+        url: &str,
+        options: &StoreOptions,
+        components: &'static [Component],
+    ) -> Result<Self> {
         let synchronous = match options.sqlite_synchronous.as_str() {
             "full" => SqliteSynchronous::Full,
             "normal" => SqliteSynchronous::Normal,
@@ -186,6 +233,7 @@ impl SqlStore<Sqlite> {
             writer: writer.clone(),
             reader: writer.clone(),
             checkpointer: None,
+            components,
         }
         .migrate()
         .await?;
@@ -210,12 +258,17 @@ impl SqlStore<Sqlite> {
             writer,
             reader,
             checkpointer: Some(checkpointer),
+            components,
         })
     }
 }
 
 impl SqlStore<Postgres> {
-    async fn open_postgres(url: &str, options: &StoreOptions) -> Result<Self> {
+    async fn open_postgres(
+        url: &str,
+        options: &StoreOptions,
+        components: &'static [Component],
+    ) -> Result<Self> {
         let mut connect = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Config(format!("bad postgres URL: {e}")))?;
         if let Some(schema) = &options.pg_schema {
@@ -249,6 +302,7 @@ impl SqlStore<Postgres> {
             writer: pool.clone(),
             reader: pool,
             checkpointer: None,
+            components,
         };
         store.migrate().await?;
         Ok(store)
@@ -273,14 +327,16 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from_sqlx)?;
-                let current: i64 = sqlx::query_scalar::<_, Option<i64>>(
-                    "SELECT MAX(version) FROM surge_schema_migrations",
+                let applied: Vec<i64> = sqlx::query_scalar::<_, i64>(
+                    "SELECT version FROM surge_schema_migrations",
                 )
-                .fetch_one(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await
-                .map_err(StoreError::from_sqlx)?
-                .unwrap_or(0);
-                for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+                .map_err(StoreError::from_sqlx)?;
+                for m in MIGRATIONS
+                    .iter()
+                    .filter(|m| self.components.contains(&m.component) && !applied.contains(&m.version))
+                {
                     for stmt in m.$dialect {
                         sqlx::query(*stmt)
                             .execute(&mut *tx)
@@ -674,11 +730,7 @@ macro_rules! sql_store {
             }
 
             async fn close(&self) {
-                if let Some(c) = &self.checkpointer {
-                    c.stop().await;
-                }
-                self.writer.close().await;
-                self.reader.close().await;
+                self.shut().await;
             }
         }
     };
