@@ -1,9 +1,17 @@
-//! The edge role: the only public door. Being built (issue 3); so far: the access-token
-//! issuer and strict verifier, authenticators, revocation filter, passwords and login
-//! limits ([`auth`]), the route table ([`routes`]) and the authentication layer that
-//! signs the Envelope for upstreams ([`pipeline::authenticate`]). Upstreams verify the
-//! Envelope with `surge_http::envelope`, without depending on this crate.
+//! The edge role: the only public door. A tower pipeline ([`pipeline`]) finds the route,
+//! authenticates once (JWT or API key, [`auth`]), checks revocations, refreshes expired
+//! access tokens silently, signs an Envelope for the upstream and calls it — in process
+//! or over HTTP. The identity service ([`identity`]) owns accounts, sessions, refresh
+//! tokens, revocations and signing keys. Upstreams verify the Envelope with
+//! `surge_http::envelope`, without depending on this crate. [`Edge::build`] assembles it
+//! all from an [`EdgeConfig`].
 
 pub mod auth;
+pub mod config;
+mod edge;
+pub mod identity;
 pub mod pipeline;
 pub mod routes;
+
+pub use config::EdgeConfig;
+pub use edge::{Edge, IDENTITY};

@@ -95,6 +95,8 @@ fn edge() -> Edge {
         revoked: filter.clone(),
         confirm: store.clone(),
         keys: keys(),
+        profiles: None,
+        refresher: None,
     });
     Edge {
         jwt,

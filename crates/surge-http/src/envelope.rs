@@ -18,7 +18,7 @@
 //! than `max_age` on the same one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
@@ -105,11 +105,16 @@ fn valid_key_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The edge's signing key and every key upstreams accept, by id.
+struct Ring {
+    current: String,
+    keys: HashMap<String, hmac::Key>,
+}
+
+/// The edge's signing key and every key upstreams accept, by id. Clones share one ring,
+/// so [`EnvelopeKeys::install`] (a rotation) reaches every holder at once.
 #[derive(Clone)]
 pub struct EnvelopeKeys {
-    current: String,
-    keys: Arc<HashMap<String, hmac::Key>>,
+    ring: Arc<RwLock<Arc<Ring>>>,
     max_age: Duration,
     skew: Duration,
 }
@@ -117,9 +122,10 @@ pub struct EnvelopeKeys {
 impl std::fmt::Debug for EnvelopeKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the secrets.
+        let ring = self.ring();
         f.debug_struct("EnvelopeKeys")
-            .field("current", &self.current)
-            .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("current", &ring.current)
+            .field("ids", &ring.keys.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +140,43 @@ impl EnvelopeKeys {
         max_age: Duration,
         skew: Duration,
     ) -> Result<Self, String> {
+        Ok(EnvelopeKeys {
+            ring: Arc::new(RwLock::new(Arc::new(Self::ring_of(current, keys)?))),
+            max_age,
+            skew,
+        })
+    }
+
+    /// Replaces the ring (a rotation): signs with `current` from now on, accepts `keys`.
+    pub fn install<'a>(
+        &self,
+        current: &str,
+        keys: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<(), String> {
+        let ring = Arc::new(Self::ring_of(current, keys)?);
+        match self.ring.write() {
+            Ok(mut r) => *r = ring,
+            Err(p) => *p.into_inner() = ring,
+        }
+        Ok(())
+    }
+
+    /// The id of the key that signs.
+    pub fn current(&self) -> String {
+        self.ring().current.clone()
+    }
+
+    fn ring(&self) -> Arc<Ring> {
+        match self.ring.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn ring_of<'a>(
+        current: &str,
+        keys: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<Ring, String> {
         let mut ring = HashMap::new();
         for (id, secret) in keys {
             if !valid_key_id(id) {
@@ -154,19 +197,21 @@ impl EnvelopeKeys {
                 "the current envelope key {current:?} is not among the keys"
             ));
         }
-        Ok(EnvelopeKeys {
+        Ok(Ring {
             current: current.to_owned(),
-            keys: Arc::new(ring),
-            max_age,
-            skew,
+            keys: ring,
         })
     }
 
     /// Edge side: the header value carrying `envelope`, signed with the current key.
     pub fn sign(&self, envelope: &Envelope) -> HeaderValue {
         let payload = B64.encode(envelope.encode_to_vec());
-        let signed = format!("{VERSION}.{}.{payload}", self.current);
-        let key = &self.keys[&self.current];
+        let ring = self.ring();
+        let signed = format!("{VERSION}.{}.{payload}", ring.current);
+        let Some(key) = ring.keys.get(&ring.current) else {
+            // `ring_of` checks that the current key is in the ring.
+            return HeaderValue::from_static("");
+        };
         let tag = B64.encode(hmac::sign(key, signed.as_bytes()).as_ref());
         // Base64url and the key id charset are visible ASCII: always a valid header value.
         HeaderValue::try_from(format!("{signed}.{tag}")).unwrap_or(HeaderValue::from_static(""))
@@ -191,7 +236,8 @@ impl EnvelopeKeys {
         else {
             return Err(EnvelopeError::Malformed);
         };
-        let key = self.keys.get(kid).ok_or(EnvelopeError::UnknownKey)?;
+        let ring = self.ring();
+        let key = ring.keys.get(kid).ok_or(EnvelopeError::UnknownKey)?;
         let tag = B64.decode(tag).map_err(|_| EnvelopeError::Malformed)?;
         // Constant-time comparison inside aws-lc.
         hmac::verify(key, signed.as_bytes(), &tag).map_err(|_| EnvelopeError::BadSignature)?;

@@ -3,6 +3,8 @@
 //! (`application/problem+json`, RFC 9457), Prometheus metrics, and the per-request
 //! metrics/tracing middleware.
 
+pub mod admin;
+pub mod body;
 pub mod envelope;
 pub mod metrics;
 pub mod problem;

@@ -25,6 +25,8 @@ pub enum ProblemKind {
     Revoked,
     /// 401: the access token expired: refresh it.
     TokenExpired,
+    /// 403: authenticated, but not allowed (e.g. a suspended account).
+    Forbidden,
     /// 404: no such resource.
     NotFound,
     /// 404: no such route.
@@ -37,8 +39,12 @@ pub enum ProblemKind {
     PayloadTooLarge,
     /// 415: the body is not JSON.
     UnsupportedMediaType,
+    /// 409: the request conflicts with the current state (e.g. the e-mail is taken).
+    Conflict,
     /// 422: well-formed JSON that fails validation.
     ValidationFailed,
+    /// 429: too many requests; `Retry-After` says when to try again.
+    TooManyRequests,
     /// 503: a dependency is unavailable; try again.
     Unavailable,
     /// 502: an upstream failed or answered something unusable.
@@ -57,13 +63,16 @@ impl ProblemKind {
             ProblemKind::Unauthorized => "unauthorized",
             ProblemKind::Revoked => "revoked",
             ProblemKind::TokenExpired => "token-expired",
+            ProblemKind::Forbidden => "forbidden",
             ProblemKind::NotFound => "not-found",
             ProblemKind::NoRoute => "no-route",
             ProblemKind::MethodNotAllowed => "method-not-allowed",
             ProblemKind::NotAcceptable => "not-acceptable",
             ProblemKind::PayloadTooLarge => "payload-too-large",
             ProblemKind::UnsupportedMediaType => "unsupported-media-type",
+            ProblemKind::Conflict => "conflict",
             ProblemKind::ValidationFailed => "validation-failed",
+            ProblemKind::TooManyRequests => "too-many-requests",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::BadGateway => "bad-gateway",
             ProblemKind::GatewayTimeout => "gateway-timeout",
@@ -78,12 +87,15 @@ impl ProblemKind {
             ProblemKind::Unauthorized | ProblemKind::Revoked | ProblemKind::TokenExpired => {
                 StatusCode::UNAUTHORIZED
             }
+            ProblemKind::Forbidden => StatusCode::FORBIDDEN,
             ProblemKind::NotFound | ProblemKind::NoRoute => StatusCode::NOT_FOUND,
             ProblemKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProblemKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::BadGateway => StatusCode::BAD_GATEWAY,
             ProblemKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -97,13 +109,16 @@ impl ProblemKind {
             ProblemKind::Unauthorized => "Unauthorized",
             ProblemKind::Revoked => "Session revoked",
             ProblemKind::TokenExpired => "Access token expired",
+            ProblemKind::Forbidden => "Forbidden",
             ProblemKind::NotFound => "Not found",
             ProblemKind::NoRoute => "No such route",
             ProblemKind::MethodNotAllowed => "Method not allowed",
             ProblemKind::NotAcceptable => "Not acceptable",
             ProblemKind::PayloadTooLarge => "Payload too large",
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
+            ProblemKind::Conflict => "Conflict",
             ProblemKind::ValidationFailed => "Validation failed",
+            ProblemKind::TooManyRequests => "Too many requests",
             ProblemKind::Unavailable => "Service unavailable",
             ProblemKind::BadGateway => "Bad gateway",
             ProblemKind::GatewayTimeout => "Gateway timeout",
@@ -200,6 +215,12 @@ impl Problem {
             retry_after_secs: Some(retry_after_secs),
             ..Problem::new(ProblemKind::Unavailable, detail)
         }
+    }
+
+    /// Adds `Retry-After` (e.g. to a 429).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// Adds a response header (e.g. `WWW-Authenticate`).

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use surge_catalog::CatalogConfig;
+use surge_edge::EdgeConfig;
 use surge_store::StoreOptions;
 use toml::{Table, Value};
 
@@ -24,6 +25,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Store URL: `sqlite://PATH` or `postgres://…`. Empty (default): `sqlite://<data_dir>/catalog.db`.
     pub store: String,
+    /// Identity store URL (accounts, sessions, keys). Empty (default): with an embedded
+    /// store `sqlite://<data_dir>/identity.db`, otherwise the same URL as `store`.
+    pub identity_store: String,
+    /// A second, internal address where the roles running in this process answer
+    /// directly, without the edge (`host:port`; for benchmarks and debugging; never
+    /// expose it). Empty (default): none.
+    pub internal_listen: String,
     /// Admin bearer token of the command API. Empty (default): read from
     /// `<data_dir>/admin-token`, generated there at first start.
     pub admin_token: String,
@@ -33,6 +41,8 @@ pub struct Config {
     pub store_options: StoreOptions,
     /// The catalog role.
     pub catalog: CatalogConfig,
+    /// The edge role (the public door).
+    pub edge: EdgeConfig,
 }
 
 /// Log output.
@@ -60,10 +70,13 @@ impl Default for Config {
             listen: "0.0.0.0:8080".into(),
             data_dir: PathBuf::from("./surge-data"),
             store: String::new(),
+            identity_store: String::new(),
+            internal_listen: String::new(),
             admin_token: String::new(),
             log: LogConfig::default(),
             store_options: StoreOptions::default(),
             catalog: CatalogConfig::default(),
+            edge: EdgeConfig::default(),
         }
     }
 }
@@ -199,7 +212,37 @@ impl Config {
                 self.store
             ));
         }
-        self.catalog.validate()
+        if !self.internal_listen.is_empty() {
+            self.internal_listen
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| {
+                    format!(
+                        "internal_listen must be empty or host:port, got {:?}",
+                        self.internal_listen
+                    )
+                })?;
+        }
+        for (key, url) in [("identity_store", &self.identity_store)] {
+            if !url.is_empty() && !url.starts_with("sqlite:") && !url.starts_with("postgres") {
+                return Err(format!(
+                    "{key} must be sqlite://PATH or postgres://…, got {url:?}"
+                ));
+            }
+        }
+        self.catalog.validate()?;
+        self.edge.validate()
+    }
+
+    /// The identity store URL: its own SQLite file next to the catalog's, or the
+    /// catalog's server database.
+    pub fn identity_store_url(&self) -> String {
+        if !self.identity_store.is_empty() {
+            self.identity_store.clone()
+        } else if self.store.is_empty() || self.store.starts_with("sqlite:") {
+            format!("sqlite://{}", self.data_dir.join("identity.db").display())
+        } else {
+            self.store.clone()
+        }
     }
 
     /// The store URL, defaulting to a SQLite file in the data directory.
@@ -237,6 +280,15 @@ mod tests {
         let l = load(None, env(&[]), vec![]).expect("defaults");
         assert_eq!(l.config, Config::default());
         assert!(l.config.store_url().ends_with("surge-data/catalog.db"));
+        assert!(
+            l.config
+                .identity_store_url()
+                .ends_with("surge-data/identity.db")
+        );
+        assert!(
+            l.config.dump().contains("[[edge.routes]]"),
+            "the route table is dumped"
+        );
     }
 
     #[test]

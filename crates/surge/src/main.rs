@@ -31,7 +31,7 @@ enum Command {
     Up(ServeArgs),
     /// Run some roles (scale-out).
     Serve {
-        /// Comma-separated roles: catalog (read + command API), projector.
+        /// Comma-separated roles: edge (the public door), catalog (read + command API), projector.
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<serve::Role>,
         #[command(flatten)]

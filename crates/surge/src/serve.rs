@@ -1,10 +1,15 @@
 //! Wiring roles into one process: open the store, build the roles, listen, run the
 //! background tasks, and stop cleanly on Ctrl-C / SIGTERM.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::watch;
+
+use surge_edge::Edge;
+use surge_edge::pipeline::dispatch::upstream;
+use surge_http::admin::AdminToken;
 
 use crate::config::Config;
 use crate::token;
@@ -16,38 +21,98 @@ pub enum Role {
     Catalog,
     /// The projector (outbox → views).
     Projector,
+    /// The public door: authentication, the Envelope, routing to the other roles.
+    Edge,
 }
 
 impl Role {
     /// Every role (`surge up`).
-    pub const ALL: [Role; 2] = [Role::Catalog, Role::Projector];
+    pub const ALL: [Role; 3] = [Role::Catalog, Role::Projector, Role::Edge];
 }
 
-/// Runs `roles` until a shutdown signal.
+/// Runs `roles` until a shutdown signal. With the edge among them, the edge is the only
+/// listener on `listen` and calls the other roles of this process in process; without
+/// it, the catalog answers on `listen` itself.
 pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     let started = Instant::now();
-    let url = config.store_url();
-    if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.data_dir.display())
-        })?;
-    }
-    let store = surge_store::open(&url, &config.store_options)
-        .await
-        .with_context(|| format!("cannot open the store {}", redact(&url)))?;
-    std::fs::create_dir_all(&config.data_dir).ok();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let admin = token::admin_token(&config.admin_token, &config.data_dir)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut closers: Vec<Box<dyn FnOnce() -> futures_util::future::BoxFuture<'static, ()>>> =
+        Vec::new();
+
     let parts = surge_catalog::Parts {
         api: roles.contains(&Role::Catalog),
         projector: roles.contains(&Role::Projector),
     };
-    let catalog = surge_catalog::build(&config.catalog, store.clone(), &admin, parts).await?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    if let Some(projector) = catalog.projector {
-        tasks.push(tokio::spawn(projector.run(stop_rx.clone())));
+    let mut catalog_router = None;
+    if parts.api || parts.projector {
+        let url = config.store_url();
+        let store = surge_store::open(&url, &config.store_options)
+            .await
+            .with_context(|| format!("cannot open the store {}", redact(&url)))?;
+        tracing::info!(store = store.backend(), "catalog store open");
+        let catalog = surge_catalog::build(&config.catalog, store.clone(), &admin, parts).await?;
+        if let Some(projector) = catalog.projector {
+            tasks.push(tokio::spawn(projector.run(stop_rx.clone())));
+        }
+        if parts.api {
+            catalog_router = Some(catalog.router);
+        }
+        closers.push(Box::new(move || {
+            Box::pin(async move { store.close().await })
+        }));
     }
+
+    let public = if roles.contains(&Role::Edge) {
+        let url = config.identity_store_url();
+        let identity_store = surge_store::open_identity(&url, &config.store_options)
+            .await
+            .with_context(|| format!("cannot open the identity store {}", redact(&url)))?;
+        let mut in_process = HashMap::new();
+        if let Some(router) = &catalog_router {
+            in_process.insert("catalog".to_owned(), upstream(router.clone()));
+        }
+        let edge = Edge::build(
+            &config.edge,
+            identity_store.clone(),
+            AdminToken::new(&admin),
+            in_process,
+        )
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("cannot build the edge")?;
+        tasks.push(tokio::spawn(edge.upkeep(stop_rx.clone())));
+        closers.push(Box::new(move || {
+            Box::pin(async move { identity_store.close().await })
+        }));
+        if !config.internal_listen.is_empty()
+            && let Some(router) = catalog_router.clone()
+        {
+            let internal = tokio::net::TcpListener::bind(&config.internal_listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.internal_listen))?;
+            tracing::warn!(
+                "internal listener on {} serves the catalog without the edge; do not expose it",
+                internal.local_addr()?
+            );
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(surge_http::server::serve(
+                internal,
+                router,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )));
+        }
+        edge.router
+    } else if let Some(router) = catalog_router {
+        router
+    } else {
+        anyhow::bail!("nothing to serve: run the edge or the catalog role (or both)");
+    };
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -55,11 +120,10 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(
         roles = ?roles,
-        store = store.backend(),
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on {addr}"
     );
-    surge_http::server::serve(listener, catalog.router, async {
+    surge_http::server::serve(listener, public, async {
         shutdown_signal().await;
         tracing::info!("shutting down");
     })
@@ -68,7 +132,9 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    store.close().await;
+    for close in closers {
+        close().await;
+    }
     Ok(())
 }
 

@@ -105,10 +105,12 @@ impl Http {
         url: &str,
         body: Option<Value>,
     ) -> Result<(u16, Bytes), String> {
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(url)
-            .header("authorization", format!("Bearer {TOKEN}"));
+        let mut b = http::Request::builder().method(method).uri(url);
+        // The admin token only where it belongs: the edge refuses a bearer token it
+        // cannot verify, even on a public route.
+        if url.contains("/admin/") {
+            b = b.header("authorization", format!("Bearer {TOKEN}"));
+        }
         if body.is_some() {
             b = b.header("content-type", "application/json");
         }

@@ -3,7 +3,6 @@
 //! its outbox entry are committed; the projector is then woken to build the views.
 
 mod auth;
-mod body;
 
 use std::sync::Arc;
 
@@ -83,7 +82,8 @@ pub async fn put_product(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
+    let doc: serde_json::Value =
+        surge_http::body::json(&headers, body, state.http.max_body_bytes).await?;
     let bytes = model::product::normalize(&id, doc).map_err(Problem::validation)?;
     let receipts = state
         .store
@@ -203,7 +203,8 @@ pub async fn post_offers(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let doc = body::json(&headers, body, state.http.max_body_bytes).await?;
+    let doc: serde_json::Value =
+        surge_http::body::json(&headers, body, state.http.max_body_bytes).await?;
     let offers =
         offer::parse(&doc, state.http.max_offers_per_request).map_err(Problem::validation)?;
     let entries = state

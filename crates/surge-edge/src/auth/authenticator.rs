@@ -4,7 +4,8 @@
 //! them in order. An authenticator that finds none of *its* credentials says
 //! [`Outcome::NotMine`] and the next one is asked; one that finds its credentials decides
 //! (accepted or refused: a bad bearer token is never "retried" as something else).
-//! Built in: [`JwtAuthenticator`] (`Authorization: Bearer <access token>`) and
+//! Built in: [`JwtAuthenticator`] (`Authorization: Bearer <access token>`, or the
+//! `surge_access` cookie) and
 //! [`ApiKeyAuthenticator`] (`X-Api-Key: <key>`, for partners and services; keys are
 //! stored as SHA-256 hashes and scoped to path prefixes).
 
@@ -93,11 +94,16 @@ impl Authenticator for JwtAuthenticator {
     }
 
     fn authenticate(&self, _path: &str, headers: &HeaderMap) -> Outcome {
-        let Some(value) = headers.get(AUTHORIZATION) else {
-            return Outcome::NotMine;
-        };
-        let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
-            return Outcome::Refused(AuthError::Scheme);
+        let token = match headers.get(AUTHORIZATION) {
+            Some(value) => match value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+                Some(t) => t,
+                None => return Outcome::Refused(AuthError::Scheme),
+            },
+            // Browsers: the access-token cookie.
+            None => match super::cookies::get(headers, super::cookies::ACCESS) {
+                Some(t) => t,
+                None => return Outcome::NotMine,
+            },
         };
         match self.jwt.verify(token.trim()) {
             Ok(claims) => Outcome::Accepted(Principal::User {
@@ -110,7 +116,8 @@ impl Authenticator for JwtAuthenticator {
 }
 
 /// One API key as configured: its hash, never the key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ApiKeyEntry {
     /// A name for the key (logs, metrics, the Envelope).
     pub key_id: String,

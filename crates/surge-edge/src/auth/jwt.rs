@@ -116,6 +116,8 @@ pub struct Jwt {
     settings: JwtSettings,
     validation: Validation,
     keys: RwLock<Keys>,
+    /// `validation` without the expiry check, for silent refresh.
+    expired_ok: Validation,
     verified: quick_cache::sync::Cache<String, Arc<Claims>>,
 }
 
@@ -132,30 +134,55 @@ fn valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn generate(kid: String) -> Result<SigningKey, String> {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .map_err(|_| "cannot generate an Ed25519 key".to_owned())?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
-        .map_err(|_| "cannot read the generated Ed25519 key".to_owned())?;
+/// A fresh Ed25519 key as a PKCS#8 document (what the identity store keeps).
+pub fn generate_pkcs8() -> Result<Vec<u8>, String> {
+    Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map(|doc| doc.as_ref().to_vec())
+        .map_err(|_| "cannot generate an Ed25519 key".to_owned())
+}
+
+fn signing_key(kid: &str, pkcs8: &[u8]) -> Result<SigningKey, String> {
+    if !valid_kid(kid) {
+        return Err(format!(
+            "key id {kid:?} must be 1-64 characters of A-Z a-z 0-9 - _"
+        ));
+    }
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+        .map_err(|_| format!("key {kid:?} is not an Ed25519 PKCS#8 document"))?;
     Ok(SigningKey {
-        kid,
-        encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+        kid: kid.to_owned(),
+        encoding: EncodingKey::from_ed_der(pkcs8),
         x: B64.encode(pair.public_key().as_ref()),
     })
 }
 
+/// Builds the key set from `(kid, pkcs8)` pairs; the last one signs.
+fn key_set(keys: &[(String, Vec<u8>)]) -> Result<Keys, String> {
+    let mut verifying = HashMap::new();
+    let mut current = None;
+    for (kid, pkcs8) in keys {
+        let key = signing_key(kid, pkcs8)?;
+        let decoding = DecodingKey::from_ed_components(&key.x)
+            .map_err(|e| format!("cannot use key {kid:?}: {e}"))?;
+        verifying.insert(kid.clone(), (decoding, key.x.clone()));
+        current = Some(key);
+    }
+    let current = current.ok_or("the key set is empty")?;
+    Ok(Keys { current, verifying })
+}
+
 impl Jwt {
-    /// A token service with a fresh signing key named `kid`.
+    /// A token service with a fresh signing key named `kid` (tests, tools).
     pub fn new(settings: JwtSettings, kid: &str) -> Result<Self, String> {
+        Self::with_keys(settings, &[(kid.to_owned(), generate_pkcs8()?)])
+    }
+
+    /// A token service over stored keys `(kid, pkcs8)`, oldest first; the last signs.
+    pub fn with_keys(settings: JwtSettings, keys: &[(String, Vec<u8>)]) -> Result<Self, String> {
         if settings.leeway > MAX_LEEWAY {
             return Err(format!(
                 "jwt leeway must be at most {} s",
                 MAX_LEEWAY.as_secs()
-            ));
-        }
-        if !valid_kid(kid) {
-            return Err(format!(
-                "key id {kid:?} must be 1-64 characters of A-Z a-z 0-9 - _"
             ));
         }
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -166,16 +193,51 @@ impl Jwt {
         validation.set_issuer(&[settings.issuer.as_str()]);
         validation.set_audience(&[settings.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
-        let current = generate(kid.to_owned())?;
-        let decoding = DecodingKey::from_ed_components(&current.x)
-            .map_err(|e| format!("cannot use the generated key: {e}"))?;
-        let verifying = HashMap::from([(kid.to_owned(), (decoding, current.x.clone()))]);
+        let mut expired_ok = validation.clone();
+        expired_ok.validate_exp = false;
         Ok(Jwt {
             verified: quick_cache::sync::Cache::new(settings.cache_entries.max(16)),
             settings,
             validation,
-            keys: RwLock::new(Keys { current, verifying }),
+            expired_ok,
+            keys: RwLock::new(key_set(keys)?),
         })
+    }
+
+    /// Replaces the key set with `keys` (oldest first; the last signs), e.g. after the
+    /// store gained a rotated key. Cached tokens of keys no longer present are dropped.
+    pub fn install(&self, keys: &[(String, Vec<u8>)]) -> Result<(), String> {
+        let set = key_set(keys)?;
+        let mut current = self
+            .keys
+            .write()
+            .map_err(|_| "key set poisoned".to_owned())?;
+        let removed = current
+            .verifying
+            .keys()
+            .any(|k| !set.verifying.contains_key(k));
+        *current = set;
+        drop(current);
+        if removed {
+            self.verified.clear();
+        }
+        Ok(())
+    }
+
+    /// How tokens are issued and checked.
+    pub fn settings(&self) -> &JwtSettings {
+        &self.settings
+    }
+
+    /// The key ids accepted now, sorted.
+    pub fn kids(&self) -> Vec<String> {
+        let keys = match self.keys.read() {
+            Ok(k) => k,
+            Err(p) => p.into_inner(),
+        };
+        let mut kids: Vec<String> = keys.verifying.keys().cloned().collect();
+        kids.sort();
+        kids
     }
 
     /// Starts signing with a new key `kid`; tokens signed with older keys still verify
@@ -184,7 +246,7 @@ impl Jwt {
         if !valid_kid(kid) {
             return Err(format!("bad key id {kid:?}"));
         }
-        let key = generate(kid.to_owned())?;
+        let key = signing_key(kid, &generate_pkcs8()?)?;
         let decoding =
             DecodingKey::from_ed_components(&key.x).map_err(|e| format!("bad new key: {e}"))?;
         let mut keys = self
@@ -244,6 +306,25 @@ impl Jwt {
             self.verified.remove(token);
             return Err(TokenError::Expired);
         }
+        let claims = Arc::new(self.decode(token, &self.validation)?);
+        self.verified.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    /// The claims of a token that passes every check except expiry, provided it expired
+    /// at most `grace` ago (silent refresh). Never cached.
+    pub fn verify_expired(&self, token: &str, grace: Duration) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Oversized);
+        }
+        let claims = self.decode(token, &self.expired_ok)?;
+        if now_secs() > claims.exp.saturating_add(grace.as_secs()) {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    fn decode(&self, token: &str, validation: &Validation) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::WrongAlgorithm);
@@ -254,7 +335,7 @@ impl Jwt {
         }
         let keys = self.keys.read().map_err(|_| TokenError::UnknownKey)?;
         let (key, _) = keys.verifying.get(&kid).ok_or(TokenError::UnknownKey)?;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
                 K::InvalidSignature => TokenError::BadSignature,
@@ -268,10 +349,7 @@ impl Jwt {
                 _ => TokenError::Malformed,
             }
         })?;
-        drop(keys);
-        let claims = Arc::new(data.claims);
-        self.verified.insert(token.to_owned(), claims.clone());
-        Ok(claims)
+        Ok(data.claims)
     }
 
     /// The public keys as a JWK Set (`GET /.well-known/jwks.json`).
@@ -333,6 +411,63 @@ mod tests {
             Arc::ptr_eq(&c, &jwt.verify(&t).unwrap()),
             "second check is a cache hit"
         );
+    }
+
+    #[test]
+    fn expired_tokens_verify_only_within_the_grace_and_never_if_forged() {
+        let jwt = service();
+        let now = now_secs();
+        let mut c = claims(now - 700);
+        c["exp"] = (now - 100).into();
+        let t = sign_claims(&jwt, &c);
+        assert_eq!(jwt.verify(&t), Err(TokenError::Expired));
+        let back = jwt.verify_expired(&t, Duration::from_secs(300)).unwrap();
+        assert_eq!(back.sid, "s1");
+        assert_eq!(
+            jwt.verify_expired(&t, Duration::from_secs(60)),
+            Err(TokenError::Expired)
+        );
+        let mut forged = t.clone();
+        forged.pop();
+        forged.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(
+            jwt.verify_expired(&forged, Duration::from_secs(300))
+                .is_err()
+        );
+        c["aud"] = "other".into();
+        let wrong_aud = sign_claims(&jwt, &c);
+        assert_eq!(
+            jwt.verify_expired(&wrong_aud, Duration::from_secs(300)),
+            Err(TokenError::BadClaims)
+        );
+    }
+
+    #[test]
+    fn stored_keys_load_and_install_replaces_them() {
+        let k1 = generate_pkcs8().unwrap();
+        let k2 = generate_pkcs8().unwrap();
+        let jwt = Jwt::with_keys(JwtSettings::default(), &[("k1".into(), k1.clone())]).unwrap();
+        let old = jwt.issue("u1", "s1").unwrap();
+        jwt.install(&[("k1".into(), k1.clone()), ("k2".into(), k2.clone())])
+            .unwrap();
+        assert_eq!(jwt.kids(), ["k1", "k2"]);
+        let new = jwt.issue("u1", "s1").unwrap();
+        assert!(new.len() > 10 && jwt.verify(&old).is_ok() && jwt.verify(&new).is_ok());
+        // Another node with the same stored keys verifies both.
+        let other = Jwt::with_keys(
+            JwtSettings::default(),
+            &[("k1".into(), k1), ("k2".into(), k2.clone())],
+        )
+        .unwrap();
+        assert!(other.verify(&old).is_ok() && other.verify(&new).is_ok());
+        jwt.install(&[("k2".into(), k2)]).unwrap();
+        assert_eq!(
+            jwt.verify(&old),
+            Err(TokenError::UnknownKey),
+            "cache dropped"
+        );
+        assert!(Jwt::with_keys(JwtSettings::default(), &[]).is_err());
+        assert!(Jwt::with_keys(JwtSettings::default(), &[("bad kid".into(), vec![1])]).is_err());
     }
 
     #[test]

@@ -6,15 +6,22 @@
 //! an expired access token, `unauthorized` otherwise), and so is a missing one on an
 //! authenticated route. A user whose session or account may be revoked (Bloom filter)
 //! is confirmed against the authoritative [`RevocationCheck`]; a confirmed revocation is
-//! a 401 `revoked`. Then the Envelope (identity, request id, method and path) is signed
-//! into the request and the upstream is called. Admin routes pass through: the upstream
-//! checks its admin token.
+//! a 401 `revoked`. Then the Envelope (identity, the user's profile: market, tier,
+//! cohorts; request id, method and path) is signed into the request and the upstream is
+//! called. Admin routes pass through: the upstream checks its admin token.
+//!
+//! **Silent refresh**: an access token that expired less than the grace ago, sent with a
+//! valid refresh cookie, is replaced on the fly: the request is served and the response
+//! carries the new access token (`x-surge-access-token` and the cookies). A token with an
+//! unknown `kid` makes the edge re-read its key set once (single-flight, rate-limited)
+//! before it is refused.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -22,10 +29,12 @@ use futures_util::future::BoxFuture;
 use http::Request;
 use surge_http::envelope::{self, Envelope, EnvelopeKeys};
 use surge_http::{Problem, ProblemKind};
+use surge_store::Profile;
 use tower::{Layer, Service};
 
 use crate::auth::authenticator::{AuthError, Authenticator, Authenticators, Principal};
-use crate::auth::jwt::TokenError;
+use crate::auth::cookies;
+use crate::auth::jwt::{Claims, TokenError};
 use crate::auth::revocation::RevocationFilter;
 use crate::routes::{Access, RouteTable};
 
@@ -34,6 +43,61 @@ pub trait RevocationCheck: Send + Sync {
     /// Whether `session` or `user` is really revoked.
     fn is_revoked(&self, session: &str, user: &str) -> BoxFuture<'static, bool>;
 }
+
+/// Where the Envelope's market, tier and cohorts come from (stored, cached).
+pub trait ProfileSource: Send + Sync {
+    /// The user's profile; `None` when it cannot be loaded (the Envelope carries none).
+    fn profile(self: Arc<Self>, user_id: &str) -> BoxFuture<'static, Option<Arc<Profile>>>;
+}
+
+/// Tokens handed out by a login or a refresh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    /// The access JWT.
+    pub access_token: String,
+    /// Its life in seconds.
+    pub expires_in: u64,
+    /// The new opaque refresh token.
+    pub refresh_token: String,
+    /// The user.
+    pub user_id: String,
+    /// The session.
+    pub session_id: String,
+}
+
+/// Why a silent refresh failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshError {
+    /// The refresh token is not valid (answer `token-expired`: log in or refresh).
+    Refused,
+    /// The refresh token was reused; the session is now revoked.
+    Revoked,
+    /// The identity store cannot answer.
+    Unavailable,
+}
+
+/// Silent refresh and key re-reads (the identity service).
+pub trait Refresher: Send + Sync {
+    /// How long after expiry a token may still be refreshed silently (zero: never).
+    fn grace(&self) -> Duration;
+    /// The claims of an expired token, if it expired at most `grace` ago and is
+    /// otherwise valid.
+    fn verify_expired(&self, token: &str) -> Option<Claims>;
+    /// Rotates `refresh_token`.
+    fn refresh(
+        self: Arc<Self>,
+        refresh_token: String,
+    ) -> BoxFuture<'static, Result<Issued, RefreshError>>;
+    /// Whether cookies carry `Secure`.
+    fn cookie_secure(&self) -> bool;
+    /// Cookie lifetimes: (access, refresh), in seconds.
+    fn cookie_ages(&self) -> (u64, u64);
+    /// Re-reads the signing keys after an unknown `kid`; whether it did.
+    fn refetch_keys(self: Arc<Self>) -> BoxFuture<'static, bool>;
+}
+
+/// Header carrying a silently refreshed access token on the response.
+pub const REFRESHED_TOKEN_HEADER: &str = "x-surge-access-token";
 
 /// What the layer needs, shared by every connection.
 pub struct AuthSetup {
@@ -47,6 +111,10 @@ pub struct AuthSetup {
     pub confirm: Arc<dyn RevocationCheck>,
     /// Signs Envelopes.
     pub keys: EnvelopeKeys,
+    /// Fills the Envelope's profile fields (none: left empty).
+    pub profiles: Option<Arc<dyn ProfileSource>>,
+    /// Silent refresh and key re-reads (none: expired is a 401, unknown `kid` too).
+    pub refresher: Option<Arc<dyn Refresher>>,
 }
 
 struct Shared {
@@ -137,18 +205,28 @@ where
             if route.access == Access::Admin {
                 return inner.call(request).await;
             }
-            let principal = match shared
-                .per_route
-                .get(&route.prefix)
-                .map(|a| a.authenticate(&path, request.headers()))
-                .unwrap_or(Ok(None))
+            let authenticators = shared.per_route.get(&route.prefix);
+            let authenticate = |headers: &http::HeaderMap| {
+                authenticators.map_or(Ok(None), |a| a.authenticate(&path, headers))
+            };
+            let mut outcome = authenticate(request.headers());
+            if let (Err(AuthError::Token(TokenError::UnknownKey)), Some(r)) =
+                (&outcome, &s.refresher)
+                && r.clone().refetch_keys().await
             {
+                outcome = authenticate(request.headers());
+            }
+            let mut refreshed = None;
+            let principal = match outcome {
                 Ok(p) => p,
                 Err(AuthError::Token(TokenError::Expired)) => {
-                    return Ok(refuse(
-                        ProblemKind::TokenExpired,
-                        "refresh the access token",
-                    ));
+                    match silent_refresh(s.refresher.as_ref(), request.headers()).await {
+                        Ok((principal, issued)) => {
+                            refreshed = Some(issued);
+                            Some(principal)
+                        }
+                        Err(problem) => return Ok(problem),
+                    }
                 }
                 Err(e) => {
                     tracing::info!(reason = %e, route = %route.prefix, "credentials refused");
@@ -181,8 +259,12 @@ where
                     } => (user_id, session_id),
                     Principal::Partner { key_id, .. } => (String::new(), key_id),
                 };
+                let profile = match (&s.profiles, user_id.is_empty()) {
+                    (Some(source), false) => source.clone().profile(&user_id).await,
+                    _ => None,
+                };
                 let id = shared.request_ids.fetch_add(1, Ordering::Relaxed);
-                let env = Envelope {
+                let mut env = Envelope {
                     user_id,
                     session_id,
                     request_id: format!("{id:x}"),
@@ -194,11 +276,93 @@ where
                         .map_or_else(|| path.clone(), |p| p.as_str().to_owned()),
                     ..Envelope::default()
                 };
+                if let Some(p) = profile {
+                    env.market.clone_from(&p.market);
+                    env.tier.clone_from(&p.tier);
+                    env.cohorts.clone_from(&p.cohorts);
+                }
                 request
                     .headers_mut()
                     .insert(envelope::HEADER, s.keys.sign(&env));
             }
-            inner.call(request).await
+            let mut response = inner.call(request).await?;
+            if let (Some(issued), Some(r)) = (refreshed, &s.refresher) {
+                hand_out(&mut response, &issued, &**r);
+            }
+            Ok(response)
         })
     }
+}
+
+/// The credentials of an expired access token and a refresh cookie, exchanged for fresh
+/// tokens; or the problem to answer.
+async fn silent_refresh(
+    refresher: Option<&Arc<dyn Refresher>>,
+    headers: &http::HeaderMap,
+) -> Result<(Principal, Issued), Response> {
+    let expired = || refuse(ProblemKind::TokenExpired, "refresh the access token");
+    let Some(r) = refresher.filter(|r| !r.grace().is_zero()) else {
+        return Err(expired());
+    };
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .or_else(|| cookies::get(headers, cookies::ACCESS));
+    let (Some(token), Some(refresh)) = (token, cookies::get(headers, cookies::REFRESH)) else {
+        return Err(expired());
+    };
+    let Some(claims) = r.verify_expired(token) else {
+        return Err(expired());
+    };
+    match r.clone().refresh(refresh.to_owned()).await {
+        Ok(issued) if issued.session_id == claims.sid && issued.user_id == claims.sub => Ok((
+            Principal::User {
+                user_id: issued.user_id.clone(),
+                session_id: issued.session_id.clone(),
+            },
+            issued,
+        )),
+        Ok(_) => Err(refuse(
+            ProblemKind::Unauthorized,
+            "the refresh cookie belongs to another session",
+        )),
+        Err(RefreshError::Refused) => Err(expired()),
+        Err(RefreshError::Revoked) => Err(refuse(
+            ProblemKind::Revoked,
+            "this session was revoked; log in again",
+        )),
+        Err(RefreshError::Unavailable) => {
+            Err(Problem::unavailable("the identity store is unavailable", 1).into_response())
+        }
+    }
+}
+
+/// Puts silently refreshed tokens on the response (header and cookies); such a response
+/// is personal and must not be stored by shared caches.
+fn hand_out(response: &mut Response, issued: &Issued, r: &dyn Refresher) {
+    let headers = response.headers_mut();
+    if let Ok(v) = http::HeaderValue::try_from(issued.access_token.as_str()) {
+        headers.insert(REFRESHED_TOKEN_HEADER, v);
+    }
+    let (access_age, refresh_age) = r.cookie_ages();
+    cookies::set(
+        headers,
+        cookies::ACCESS,
+        &issued.access_token,
+        access_age,
+        r.cookie_secure(),
+    );
+    cookies::set(
+        headers,
+        cookies::REFRESH,
+        &issued.refresh_token,
+        refresh_age,
+        r.cookie_secure(),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("private, no-store"),
+    );
 }

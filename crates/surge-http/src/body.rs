@@ -1,14 +1,17 @@
-//! Reading a JSON request body with a size limit.
+//! Reading a JSON request body with a size limit, errors as problems.
 
+use crate::{Problem, ProblemKind};
 use axum::body::Body;
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
-use serde_json::Value;
-use surge_http::{Problem, ProblemKind};
 
 /// Reads at most `limit` bytes and parses them as JSON. A `Content-Type` other than
 /// JSON is a 415; a larger body a 413; malformed JSON a 400 saying where.
-pub async fn json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Value, Problem> {
+pub async fn json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, Problem> {
     if let Some(ct) = headers.get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("");
         let media = ct

@@ -1,0 +1,120 @@
+//! Assembling the edge: identity, authenticators, upstreams and the pipeline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use surge_http::admin::AdminToken;
+use surge_store::IdentityStore;
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+
+use crate::auth::authenticator::{ApiKeyAuthenticator, Authenticator, JwtAuthenticator};
+use crate::config::{EdgeConfig, IN_PROCESS};
+use crate::identity::feed::{self, StoreLog};
+use crate::identity::{self, Identity};
+use crate::pipeline::authenticate::{AuthSetup, AuthenticateLayer};
+use crate::pipeline::dispatch::{Dispatch, Upstream, upstream};
+use crate::pipeline::remote::Remote;
+use crate::pipeline::request_limits::{RequestLimits, RequestLimitsLayer};
+use crate::routes::RouteTable;
+
+/// Name of the identity upstream (always in the edge's process).
+pub const IDENTITY: &str = "identity";
+
+/// A built edge.
+pub struct Edge {
+    /// The whole pipeline, to serve on the public listener.
+    pub router: Router,
+    /// The identity service (for the upkeep task and tools).
+    pub identity: Arc<Identity>,
+    store: Arc<dyn IdentityStore>,
+}
+
+impl Edge {
+    /// Builds the edge. `in_process` holds the routers of the roles running in this
+    /// process (e.g. `catalog`); every upstream the config places `in-process` must be
+    /// among them, the others are reached over HTTP.
+    pub async fn build(
+        config: &EdgeConfig,
+        store: Arc<dyn IdentityStore>,
+        admin: AdminToken,
+        mut in_process: HashMap<String, Upstream>,
+    ) -> Result<Edge, String> {
+        config.validate()?;
+        let identity = Identity::open(config.identity.clone(), store.clone()).await?;
+        feed::catch_up(&identity, &StoreLog(store.clone()), 0)
+            .await
+            .map_err(|e| format!("cannot read the revocation log: {e}"))?;
+        let keys = identity.keys().envelope();
+        in_process.insert(
+            IDENTITY.to_owned(),
+            upstream(identity::http::router(
+                identity.clone(),
+                keys.clone(),
+                admin,
+            )),
+        );
+        let mut upstreams = HashMap::new();
+        for (name, at) in &config.upstreams {
+            let service = if at == IN_PROCESS || name == IDENTITY {
+                in_process.remove(name).ok_or_else(|| {
+                    format!(
+                        "edge.upstreams.{name} is in-process, but the {name} role does not run in this process; \
+                         give its http://host:port"
+                    )
+                })?
+            } else {
+                upstream(Remote::new(at, config.upstream_max_idle)?)
+            };
+            upstreams.insert(name.clone(), service);
+        }
+        let mut authenticators: HashMap<String, Arc<dyn Authenticator>> = HashMap::new();
+        authenticators.insert(
+            "jwt".into(),
+            Arc::new(JwtAuthenticator::new(identity.jwt())),
+        );
+        authenticators.insert(
+            "api-key".into(),
+            Arc::new(ApiKeyAuthenticator::new(config.api_keys.clone())?),
+        );
+        let names: Vec<&str> = authenticators.keys().map(String::as_str).collect();
+        let routes = RouteTable::new(config.routes.clone(), &names)?;
+        let dispatch = Dispatch::new(routes.clone(), upstreams)?;
+        let auth = AuthenticateLayer::new(AuthSetup {
+            routes,
+            authenticators,
+            revoked: identity.revocation_filter(),
+            confirm: identity.clone(),
+            keys,
+            profiles: Some(identity.clone()),
+            refresher: Some(identity.clone()),
+        });
+        let pipeline = ServiceBuilder::new()
+            .layer(RequestLimitsLayer(RequestLimits {
+                max_body_bytes: config.max_body_bytes,
+                timeout: Duration::from_millis(config.timeout_ms),
+            }))
+            .layer(auth)
+            .service(dispatch);
+        Ok(Edge {
+            router: Router::new().fallback_service(pipeline),
+            identity,
+            store,
+        })
+    }
+
+    /// The background upkeep (revocation log, filter generations, key rotation, pruning)
+    /// until `shutdown` turns true.
+    pub fn upkeep(
+        &self,
+        shutdown: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        feed::run(
+            self.identity.clone(),
+            Arc::new(StoreLog(self.store.clone())),
+            shutdown,
+        )
+    }
+}
