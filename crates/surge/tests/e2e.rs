@@ -105,11 +105,23 @@ impl Http {
         url: &str,
         body: Option<Value>,
     ) -> Result<(u16, Bytes), String> {
-        let mut b = http::Request::builder().method(method).uri(url);
         // The admin token only where it belongs: the edge refuses a bearer token it
         // cannot verify, even on a public route.
-        if url.contains("/admin/") {
-            b = b.header("authorization", format!("Bearer {TOKEN}"));
+        let bearer = url.contains("/admin/").then_some(TOKEN);
+        self.send_as(method, url, bearer, body).await
+    }
+
+    /// Sends with `Authorization: Bearer <bearer>` when given.
+    async fn send_as(
+        &self,
+        method: &str,
+        url: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(u16, Bytes), String> {
+        let mut b = http::Request::builder().method(method).uri(url);
+        if let Some(token) = bearer {
+            b = b.header("authorization", format!("Bearer {token}"));
         }
         if body.is_some() {
             b = b.header("content-type", "application/json");
@@ -306,6 +318,63 @@ async fn kill_dash_nine_loses_no_acknowledged_write() {
         let resp = http.0.request(req).await.expect("get");
         assert_eq!(resp.headers()["x-surge-version"], "1");
     }
+}
+
+/// Status and problem type (or `user_id`) of `GET /auth/me` with `access`.
+async fn me(http: &Http, base: &str, access: &str) -> (u16, String) {
+    let (s, b) = http
+        .send_as("GET", &format!("{base}/auth/me"), Some(access), None)
+        .await
+        .expect("me");
+    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+    let what = v["user_id"].as_str().or(v["type"].as_str()).unwrap_or("");
+    (s, what.rsplit('/').next().unwrap_or("").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_and_revocations_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = Http::new();
+    let surge = Surge::start(dir.path(), &http).await;
+    let credentials = json!({"email": "kim@example.com", "password": "a long enough password"});
+    let (s, body) = http
+        .send("POST", &format!("{}/auth/signup", surge.base), Some(credentials.clone()))
+        .await
+        .expect("signup");
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
+    let first: Value = serde_json::from_slice(&body).unwrap();
+    let (s, body) = http
+        .send("POST", &format!("{}/auth/login", surge.base), Some(credentials))
+        .await
+        .expect("login");
+    assert_eq!(s, 200);
+    let second: Value = serde_json::from_slice(&body).unwrap();
+    let (keep, drop) = (
+        first["access_token"].as_str().unwrap(),
+        second["access_token"].as_str().unwrap(),
+    );
+    let user = first["user_id"].as_str().unwrap();
+    assert_eq!(me(&http, &surge.base, keep).await, (200, user.to_owned()));
+    let (s, _) = http
+        .send_as("POST", &format!("{}/auth/logout", surge.base), Some(drop), None)
+        .await
+        .expect("logout");
+    assert_eq!(s, 204);
+    assert_eq!(me(&http, &surge.base, drop).await, (401, "revoked".to_owned()));
+    surge.kill9();
+
+    // The signing keys and the revocation are stored: after a restart the live token
+    // still works and the logged-out one is still refused.
+    let surge = Surge::start(dir.path(), &http).await;
+    assert_eq!(me(&http, &surge.base, keep).await, (200, user.to_owned()));
+    assert_eq!(me(&http, &surge.base, drop).await, (401, "revoked".to_owned()));
+    let (s, body) = http
+        .send("GET", &format!("{}/.well-known/jwks.json", surge.base), None)
+        .await
+        .expect("jwks");
+    assert_eq!(s, 200);
+    let jwks: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(jwks["keys"][0]["alg"], "EdDSA");
 }
 
 #[test]
