@@ -19,6 +19,7 @@
 # Needs: a release build (cargo build --release -p surge), nginx, wrk, curl, taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 PRODUCTS=${1:-100000}
 HOT=${2:-10000}
 SECS=${3:-15}
@@ -52,10 +53,6 @@ echo "## start-up with $PRODUCTS products on disk"
 t0=$(date +%s.%N)
 TOKIO_WORKER_THREADS=1 taskset -c 0 "$SURGE" up --listen 127.0.0.1:$PORT_S --data-dir "$DATA" 2>"$WORK/surge.log" &
 SPID=$!
-wait_ok() { # url: poll until 200, at most 10 minutes
-  for _ in $(seq 1 120000); do curl -sf -o /dev/null "$1" && return 0; sleep 0.005; done
-  echo "no 200 from $1 within 10 minutes" >&2; exit 1
-}
 wait_ok "http://127.0.0.1:$PORT_S/products/P0000001"
 t1=$(date +%s.%N)
 echo "first product served $(echo "($t1 - $t0) * 1000" | bc | cut -d. -f1) ms after exec"
@@ -69,32 +66,7 @@ for i in $(seq 1 "$HOT"); do printf 'P%07d\n' "$i"; done > "$WORK/ids"
 xargs -P 4 -I{} sh -c "curl -sf -o '$WORK/www/products/{}' http://127.0.0.1:$PORT_S/products/{} && curl -sf -H 'Accept-Encoding: gzip' -o '$WORK/www/products/{}.gz' http://127.0.0.1:$PORT_S/products/{}" < "$WORK/ids"
 echo "hot set: $HOT products, $(du -sh "$WORK/www" | cut -f1) on disk"
 
-cat > "$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  tcp_nodelay on;
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  default_type application/json;
-  gzip_static on;
-  etag on;
-  open_file_cache max=20000 inactive=60s;
-  server {
-    listen 127.0.0.1:$PORT_N;
-    root $WORK/www;
-    location /products/ { add_header Vary "Accept, Accept-Encoding"; add_header Cache-Control "public, max-age=60"; }
-  }
-}
-NGINX
-taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK" 2>/dev/null &
-wait_ok "http://127.0.0.1:$PORT_N/products/P0000001"
+start_nginx "$WORK" $PORT_N "gzip_static on;"
 cmp <(curl -s http://127.0.0.1:$PORT_N/products/P0000002) <(curl -s http://127.0.0.1:$PORT_S/products/P0000002) && echo "nginx and Surge serve identical bytes"
 
 cpu_ticks() { awk '$1=="cpu0"||$1=="cpu1" {printf "%d %d ", $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
@@ -117,7 +89,6 @@ ROUNDS=${ROUNDS:-3}
 echo "## single GET, 64 connections, ${SECS}s per run, $ROUNDS interleaved rounds (server on core 0, wrk on core 1)"
 echo "run req/s p50 p99 core0-busy(server) core1-busy(wrk)"
 ratio() { echo "scale=2; $(echo "$1" | cut -d' ' -f2) / $(echo "$2" | cut -d' ' -f2)" | bc; }
-median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 : > "$WORK/ratios-identity"; : > "$WORK/ratios-gzip"
 for round in $(seq 1 "$ROUNDS"); do
   # nginx and Surge alternate, so drift in the machine's speed hits both alike.

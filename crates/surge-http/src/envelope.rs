@@ -205,16 +205,24 @@ impl EnvelopeKeys {
 
     /// Edge side: the header value carrying `envelope`, signed with the current key.
     pub fn sign(&self, envelope: &Envelope) -> HeaderValue {
-        let payload = B64.encode(envelope.encode_to_vec());
         let ring = self.ring();
-        let signed = format!("{VERSION}.{}.{payload}", ring.current);
         let Some(key) = ring.keys.get(&ring.current) else {
             // `ring_of` checks that the current key is in the ring.
             return HeaderValue::from_static("");
         };
-        let tag = B64.encode(hmac::sign(key, signed.as_bytes()).as_ref());
+        let payload = envelope.encode_to_vec();
+        // One buffer: "v1.<kid>.<payload>" is signed, then ".<tag>" appended.
+        let mut out = String::with_capacity(8 + ring.current.len() + payload.len() * 4 / 3 + 48);
+        out.push_str(VERSION);
+        out.push('.');
+        out.push_str(&ring.current);
+        out.push('.');
+        B64.encode_string(&payload, &mut out);
+        let tag = hmac::sign(key, out.as_bytes());
+        out.push('.');
+        B64.encode_string(tag.as_ref(), &mut out);
         // Base64url and the key id charset are visible ASCII: always a valid header value.
-        HeaderValue::try_from(format!("{signed}.{tag}")).unwrap_or(HeaderValue::from_static(""))
+        HeaderValue::try_from(out).unwrap_or(HeaderValue::from_static(""))
     }
 
     /// Upstream side: the Envelope in `header`, if it is authentic, fresh and was issued

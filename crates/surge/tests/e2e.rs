@@ -338,13 +338,21 @@ async fn identities_and_revocations_survive_a_restart() {
     let surge = Surge::start(dir.path(), &http).await;
     let credentials = json!({"email": "kim@example.com", "password": "a long enough password"});
     let (s, body) = http
-        .send("POST", &format!("{}/auth/signup", surge.base), Some(credentials.clone()))
+        .send(
+            "POST",
+            &format!("{}/auth/signup", surge.base),
+            Some(credentials.clone()),
+        )
         .await
         .expect("signup");
     assert_eq!(s, 201, "{}", String::from_utf8_lossy(&body));
     let first: Value = serde_json::from_slice(&body).unwrap();
     let (s, body) = http
-        .send("POST", &format!("{}/auth/login", surge.base), Some(credentials))
+        .send(
+            "POST",
+            &format!("{}/auth/login", surge.base),
+            Some(credentials),
+        )
         .await
         .expect("login");
     assert_eq!(s, 200);
@@ -356,20 +364,35 @@ async fn identities_and_revocations_survive_a_restart() {
     let user = first["user_id"].as_str().unwrap();
     assert_eq!(me(&http, &surge.base, keep).await, (200, user.to_owned()));
     let (s, _) = http
-        .send_as("POST", &format!("{}/auth/logout", surge.base), Some(drop), None)
+        .send_as(
+            "POST",
+            &format!("{}/auth/logout", surge.base),
+            Some(drop),
+            None,
+        )
         .await
         .expect("logout");
     assert_eq!(s, 204);
-    assert_eq!(me(&http, &surge.base, drop).await, (401, "revoked".to_owned()));
+    assert_eq!(
+        me(&http, &surge.base, drop).await,
+        (401, "revoked".to_owned())
+    );
     surge.kill9();
 
     // The signing keys and the revocation are stored: after a restart the live token
     // still works and the logged-out one is still refused.
     let surge = Surge::start(dir.path(), &http).await;
     assert_eq!(me(&http, &surge.base, keep).await, (200, user.to_owned()));
-    assert_eq!(me(&http, &surge.base, drop).await, (401, "revoked".to_owned()));
+    assert_eq!(
+        me(&http, &surge.base, drop).await,
+        (401, "revoked".to_owned())
+    );
     let (s, body) = http
-        .send("GET", &format!("{}/.well-known/jwks.json", surge.base), None)
+        .send(
+            "GET",
+            &format!("{}/.well-known/jwks.json", surge.base),
+            None,
+        )
         .await
         .expect("jwks");
     assert_eq!(s, 200);

@@ -29,16 +29,13 @@ pub enum Revoked<'a> {
     User(&'a str),
 }
 
-/// The filter key: a tag byte keeps session and user ids apart in the one filter.
-fn hashable(what: Revoked<'_>) -> Vec<u8> {
-    let (tag, id) = match what {
+/// The filter key: a tag byte keeps session and user ids apart in the one filter
+/// (hashed as a tuple, without building a buffer).
+fn hashable(what: Revoked<'_>) -> (u8, &str) {
+    match what {
         Revoked::Session(id) => (b's', id),
         Revoked::User(id) => (b'u', id),
-    };
-    let mut key = Vec::with_capacity(id.len() + 1);
-    key.push(tag);
-    key.extend_from_slice(id.as_bytes());
-    key
+    }
 }
 
 fn bloom(false_positive: f64, expected: usize) -> Arc<AtomicBloomFilter> {
@@ -85,7 +82,7 @@ impl RevocationFilter {
     pub fn insert(&self, what: Revoked<'_>) {
         let key = hashable(what);
         let g = self.generations.read().unwrap_or_else(|p| p.into_inner());
-        g.current.insert(&key[..]);
+        g.current.insert(&key);
     }
 
     /// `false`: certainly not revoked. `true`: maybe; confirm with the store.
@@ -95,7 +92,7 @@ impl RevocationFilter {
         let g = self.generations.read().unwrap_or_else(|p| p.into_inner());
         [&g.current, &g.previous]
             .iter()
-            .any(|f| f.contains(&s[..]) || f.contains(&u[..]))
+            .any(|f| f.contains(&s) || f.contains(&u))
     }
 
     /// Starts a new generation and forgets the oldest.

@@ -434,10 +434,7 @@ impl Identity {
 
     /// A user's profile, cached for `profile_cache_ttl_ms`.
     pub async fn profile(&self, user_id: &str) -> Result<Arc<Profile>, IdentityError> {
-        let ttl = Duration::from_millis(self.config.profile_cache_ttl_ms);
-        if let Some((p, at)) = self.profiles.get(user_id)
-            && at.elapsed() < ttl
-        {
+        if let Some(p) = ProfileSource::cached(self, user_id) {
             return Ok(p);
         }
         let profile = Arc::new(
@@ -471,6 +468,14 @@ impl RevocationCheck for Identity {
 }
 
 impl ProfileSource for Identity {
+    fn cached(&self, user_id: &str) -> Option<Arc<Profile>> {
+        let ttl = Duration::from_millis(self.config.profile_cache_ttl_ms);
+        self.profiles
+            .get(user_id)
+            .filter(|(_, at)| at.elapsed() < ttl)
+            .map(|(p, _)| p)
+    }
+
     fn profile(self: Arc<Self>, user_id: &str) -> BoxFuture<'static, Option<Arc<Profile>>> {
         let user_id = user_id.to_owned();
         Box::pin(async move {

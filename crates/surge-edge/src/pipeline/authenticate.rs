@@ -46,6 +46,8 @@ pub trait RevocationCheck: Send + Sync {
 
 /// Where the Envelope's market, tier and cohorts come from (stored, cached).
 pub trait ProfileSource: Send + Sync {
+    /// The profile if it is cached and fresh (the hot path: no allocation, no await).
+    fn cached(&self, user_id: &str) -> Option<Arc<Profile>>;
     /// The user's profile; `None` when it cannot be loaded (the Envelope carries none).
     fn profile(self: Arc<Self>, user_id: &str) -> BoxFuture<'static, Option<Arc<Profile>>>;
 }
@@ -260,7 +262,10 @@ where
                     Principal::Partner { key_id, .. } => (String::new(), key_id),
                 };
                 let profile = match (&s.profiles, user_id.is_empty()) {
-                    (Some(source), false) => source.clone().profile(&user_id).await,
+                    (Some(source), false) => match source.cached(&user_id) {
+                        Some(p) => Some(p),
+                        None => source.clone().profile(&user_id).await,
+                    },
                     _ => None,
                 };
                 let id = shared.request_ids.fetch_add(1, Ordering::Relaxed);
