@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use surge_http::admin::AdminToken;
 use surge_store::IdentityStore;
 use tokio::sync::watch;
@@ -14,19 +13,22 @@ use crate::auth::authenticator::{ApiKeyAuthenticator, Authenticator, JwtAuthenti
 use crate::config::{EdgeConfig, IN_PROCESS};
 use crate::identity::feed::{self, StoreLog};
 use crate::identity::{self, Identity};
-use crate::pipeline::authenticate::{AuthSetup, AuthenticateLayer};
+use crate::pipeline::authenticate::{AuthSetup, Authenticate, AuthenticateLayer};
 use crate::pipeline::dispatch::{Dispatch, Upstream, upstream};
 use crate::pipeline::remote::Remote;
-use crate::pipeline::request_limits::{RequestLimits, RequestLimitsLayer};
+use crate::pipeline::request_limits::{Limit, RequestLimits, RequestLimitsLayer};
 use crate::routes::RouteTable;
 
 /// Name of the identity upstream (always in the edge's process).
 pub const IDENTITY: &str = "identity";
 
+/// The edge's tower pipeline, top to bottom (cheap to clone: shared state is behind `Arc`s).
+pub type Pipeline = Limit<Authenticate<Dispatch>>;
+
 /// A built edge.
 pub struct Edge {
     /// The whole pipeline, to serve on the public listener.
-    pub router: Router,
+    pub service: Pipeline,
     /// The identity service (for the upkeep task and tools).
     pub identity: Arc<Identity>,
     store: Arc<dyn IdentityStore>,
@@ -99,7 +101,7 @@ impl Edge {
             .layer(auth)
             .service(dispatch);
         Ok(Edge {
-            router: Router::new().fallback_service(pipeline),
+            service: pipeline,
             identity,
             store,
         })

@@ -14,4 +14,4 @@ pub mod pipeline;
 pub mod routes;
 
 pub use config::EdgeConfig;
-pub use edge::{Edge, IDENTITY};
+pub use edge::{Edge, IDENTITY, Pipeline};

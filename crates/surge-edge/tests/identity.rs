@@ -369,7 +369,7 @@ async fn logout_and_admin_revocations_apply_at_once() {
         .unwrap();
     req.extensions_mut()
         .insert(ConnectInfo::<SocketAddr>("192.0.2.8:1".parse().unwrap()));
-    let r = other.router.clone().oneshot(req).await.unwrap();
+    let r = other.service.clone().oneshot(req).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 

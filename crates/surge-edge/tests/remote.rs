@@ -31,7 +31,7 @@ async fn call(edge: &Edge, path: &str, bearer: Option<&str>) -> (StatusCode, Str
     let mut req = b.body(Body::empty()).unwrap();
     req.extensions_mut()
         .insert(ConnectInfo::<SocketAddr>("192.0.2.9:4000".parse().unwrap()));
-    let r = edge.router.clone().oneshot(req).await.unwrap();
+    let r = edge.service.clone().oneshot(req).await.unwrap();
     let status = r.status();
     let body = r.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())

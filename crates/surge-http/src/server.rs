@@ -5,8 +5,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
+use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::response::Response;
+use http::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -18,8 +22,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long in-flight requests get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains connections.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+/// Serves `service` (an axum `Router` or any tower service answering `Response`s) on
+/// `listener` until `shutdown` completes, then drains connections.
+pub async fn serve<S>(listener: TcpListener, service: S, shutdown: impl Future<Output = ()>)
+where
+    S: tower::Service<Request<Body>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .writev(true)
@@ -42,8 +54,9 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
                 };
                 let _ = stream.set_nodelay(true);
                 // Handlers (login limits) see the peer as axum's `ConnectInfo`.
-                let service = TowerToHyperService::new(router.clone().map_request(
-                    move |mut request: http::Request<hyper::body::Incoming>| {
+                let service = TowerToHyperService::new(service.clone().map_request(
+                    move |request: Request<hyper::body::Incoming>| {
+                        let mut request = request.map(Body::new);
                         request.extensions_mut().insert(ConnectInfo(peer));
                         request
                     },

@@ -30,6 +30,14 @@ impl Role {
     pub const ALL: [Role; 3] = [Role::Catalog, Role::Projector, Role::Edge];
 }
 
+/// What answers on the public listener.
+enum Public {
+    /// The edge pipeline, in front of the roles of this process.
+    Edge(surge_edge::Pipeline),
+    /// The catalog alone (an internal node without the edge).
+    Catalog(axum::Router),
+}
+
 /// Runs `roles` until a shutdown signal. With the edge among them, the edge is the only
 /// listener on `listen` and calls the other roles of this process in process; without
 /// it, the catalog answers on `listen` itself.
@@ -107,9 +115,9 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
                 },
             )));
         }
-        edge.router
+        Public::Edge(edge.service)
     } else if let Some(router) = catalog_router {
-        router
+        Public::Catalog(router)
     } else {
         anyhow::bail!("nothing to serve: run the edge or the catalog role (or both)");
     };
@@ -123,11 +131,14 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         startup_ms = started.elapsed().as_millis() as u64,
         "listening on {addr}"
     );
-    surge_http::server::serve(listener, public, async {
+    let shutdown = async {
         shutdown_signal().await;
         tracing::info!("shutting down");
-    })
-    .await;
+    };
+    match public {
+        Public::Edge(service) => surge_http::server::serve(listener, service, shutdown).await,
+        Public::Catalog(router) => surge_http::server::serve(listener, router, shutdown).await,
+    }
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;

@@ -74,9 +74,15 @@ where
                 Ok(Problem::new(ProblemKind::PayloadTooLarge, detail).into_response())
             });
         }
-        let (parts, body) = request.into_parts();
-        let body = Body::new(http_body_util::Limited::new(body, limits.max_body_bytes));
-        let call = self.inner.call(Request::from_parts(parts, body));
+        // A request that declares no body more than the limit, or is empty, goes as it is.
+        let bounded = declared.is_some() || axum::body::HttpBody::is_end_stream(request.body());
+        let call = if bounded {
+            self.inner.call(request)
+        } else {
+            let (parts, body) = request.into_parts();
+            let body = Body::new(http_body_util::Limited::new(body, limits.max_body_bytes));
+            self.inner.call(Request::from_parts(parts, body))
+        };
         Box::pin(async move {
             match tokio::time::timeout(limits.timeout, call).await {
                 Ok(response) => response,

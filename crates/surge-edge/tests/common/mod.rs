@@ -130,7 +130,7 @@ impl Harness {
             .unwrap();
         let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
         req.extensions_mut().insert(ConnectInfo(peer));
-        let r = self.edge.router.clone().oneshot(req).await.unwrap();
+        let r = self.edge.service.clone().oneshot(req).await.unwrap();
         let status = r.status();
         let headers = r.headers().clone();
         let bytes = r.into_body().collect().await.unwrap().to_bytes();
