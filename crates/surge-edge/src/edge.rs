@@ -68,7 +68,7 @@ impl Edge {
                     )
                 })?
             } else {
-                upstream(Remote::new(at, config.upstream_max_idle)?)
+                Upstream::Remote(Remote::new(at, config.upstream_max_idle)?)
             };
             upstreams.insert(name.clone(), service);
         }

@@ -14,25 +14,27 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::Request;
 use surge_http::{Problem, ProblemKind};
-use tower::util::{BoxCloneSyncService, Oneshot};
+use axum::Router;
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
+use super::remote::Remote;
 use crate::routes::RouteTable;
 
-/// One upstream, type-erased.
-pub type Upstream = BoxCloneSyncService<Request<Body>, Response, Infallible>;
+/// One upstream: a role's router in this process, or a node reached over HTTP. An enum
+/// rather than a boxed service, so an in-process call clones an `Arc` and allocates
+/// nothing.
+#[derive(Clone)]
+pub enum Upstream {
+    /// A role running in this process.
+    Local(Router),
+    /// A role on another node.
+    Remote(Remote),
+}
 
-/// Wraps any cloneable service answering `Response`s (an axum `Router`, a [`super::remote::Remote`]).
-pub fn upstream<S>(service: S) -> Upstream
-where
-    S: tower::Service<Request<Body>, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    BoxCloneSyncService::new(service)
+/// An in-process upstream over a role's router.
+pub fn upstream(router: Router) -> Upstream {
+    Upstream::Local(router)
 }
 
 /// Routes requests to upstreams by the route table.
@@ -68,8 +70,10 @@ impl Dispatch {
 
 /// The future of one dispatched call.
 pub enum DispatchFuture {
-    /// Calling the upstream.
-    Call(Oneshot<Upstream, Request<Body>>),
+    /// Calling an in-process router.
+    Local(Oneshot<Router, Request<Body>>),
+    /// Calling a remote node.
+    Remote(Oneshot<Remote, Request<Body>>),
     /// No route (the authentication layer normally answers this first).
     NoRoute(Option<Response>),
 }
@@ -78,11 +82,13 @@ impl std::future::Future for DispatchFuture {
     type Output = Result<Response, Infallible>;
 
     fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every variant is Unpin (a router's future is boxed inside axum, the remote's too).
         match self.get_mut() {
-            DispatchFuture::Call(f) => std::pin::Pin::new(f).poll(cx),
-            DispatchFuture::NoRoute(r) => Poll::Ready(Ok(r.take().unwrap_or_else(|| {
-                Problem::new(ProblemKind::NoRoute, "no route").into_response()
-            }))),
+            DispatchFuture::Local(f) => std::pin::Pin::new(f).poll(cx),
+            DispatchFuture::Remote(f) => std::pin::Pin::new(f).poll(cx),
+            DispatchFuture::NoRoute(r) => Poll::Ready(Ok(r
+                .take()
+                .unwrap_or_else(|| Problem::new(ProblemKind::NoRoute, "no route").into_response()))),
         }
     }
 }
@@ -102,7 +108,8 @@ impl Service<Request<Body>> for Dispatch {
             .find(request.uri().path())
             .and_then(|r| self.upstreams.get(&r.upstream));
         match upstream {
-            Some(u) => DispatchFuture::Call(u.clone().oneshot(request)),
+            Some(Upstream::Local(r)) => DispatchFuture::Local(r.clone().oneshot(request)),
+            Some(Upstream::Remote(r)) => DispatchFuture::Remote(r.clone().oneshot(request)),
             None => DispatchFuture::NoRoute(Some(
                 Problem::new(ProblemKind::NoRoute, "no route serves this path").into_response(),
             )),
