@@ -10,11 +10,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use axum::Router;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::Request;
 use surge_http::{Problem, ProblemKind};
-use axum::Router;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
@@ -86,9 +86,9 @@ impl std::future::Future for DispatchFuture {
         match self.get_mut() {
             DispatchFuture::Local(f) => std::pin::Pin::new(f).poll(cx),
             DispatchFuture::Remote(f) => std::pin::Pin::new(f).poll(cx),
-            DispatchFuture::NoRoute(r) => Poll::Ready(Ok(r
-                .take()
-                .unwrap_or_else(|| Problem::new(ProblemKind::NoRoute, "no route").into_response()))),
+            DispatchFuture::NoRoute(r) => Poll::Ready(Ok(r.take().unwrap_or_else(|| {
+                Problem::new(ProblemKind::NoRoute, "no route").into_response()
+            }))),
         }
     }
 }
