@@ -179,6 +179,156 @@ fn refuse(kind: ProblemKind, detail: &str) -> Response {
     Problem::new(kind, detail).into_response()
 }
 
+pub use future::AuthFuture;
+
+mod future {
+    // The projection types pin-project-lite generates cannot carry docs.
+    #![allow(missing_docs)]
+
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use axum::response::Response;
+    use futures_util::future::BoxFuture;
+    use surge_http::ProblemKind;
+
+    use super::refuse;
+
+    pin_project_lite::pin_project! {
+        /// The future of one request through the layer: answered at once, the upstream's
+        /// own future (the hot path: nothing boxed), or the slow path (boxed).
+        #[project = AuthFutureProj]
+        pub enum AuthFuture<F> {
+            /// Refused (or no route) without calling the upstream.
+            Ready { response: Option<Response> },
+            /// Authenticated synchronously; the upstream is running.
+            Inner { #[pin] future: F },
+            /// Something had to be awaited (revocation confirmation, profile load, silent
+            /// refresh, key re-read).
+            Slow { future: BoxFuture<'static, Result<Response, Infallible>> },
+        }
+    }
+
+    impl<F> std::future::Future for AuthFuture<F>
+    where
+        F: std::future::Future<Output = Result<Response, Infallible>>,
+    {
+        type Output = Result<Response, Infallible>;
+
+        fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project() {
+                AuthFutureProj::Ready { response } => Poll::Ready(Ok(response
+                    .take()
+                    .unwrap_or_else(|| refuse(ProblemKind::Internal, "polled after completion")))),
+                AuthFutureProj::Inner { future } => future.poll(cx),
+                AuthFutureProj::Slow { future } => future.as_mut().poll(cx),
+            }
+        }
+    }
+}
+
+/// What the synchronous pass decided.
+enum Fast {
+    /// Answer this without calling the upstream.
+    Respond(Response),
+    /// Call the upstream with the request as it is now (Envelope added if any).
+    Forward,
+    /// Something must be awaited: take the slow path.
+    Slow,
+}
+
+/// The hot path, without awaiting: a cached token, a Bloom "no", a cached profile.
+fn fast(shared: &Shared, request: &mut Request<Body>) -> Fast {
+    let s = &shared.setup;
+    let path = request.uri().path();
+    let Some(route) = s.routes.find(path) else {
+        return Fast::Respond(refuse(ProblemKind::NoRoute, "no route serves this path"));
+    };
+    if route.access == Access::Admin {
+        return Fast::Forward;
+    }
+    let outcome = shared
+        .per_route
+        .get(&route.prefix)
+        .map_or(Ok(None), |a| a.authenticate(path, request.headers()));
+    let principal = match outcome {
+        Ok(p) => p,
+        Err(AuthError::Token(TokenError::Expired)) => return Fast::Slow,
+        Err(AuthError::Token(TokenError::UnknownKey)) if s.refresher.is_some() => {
+            return Fast::Slow;
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, route = %route.prefix, "credentials refused");
+            return Fast::Respond(refuse(ProblemKind::Unauthorized, "credentials refused"));
+        }
+    };
+    let Some(principal) = principal else {
+        if route.access == Access::Authenticated {
+            return Fast::Respond(refuse(
+                ProblemKind::Unauthorized,
+                "this route needs credentials",
+            ));
+        }
+        return Fast::Forward;
+    };
+    let profile = match &principal {
+        Principal::User {
+            user_id,
+            session_id,
+        } => {
+            if s.revoked.might_be_revoked(session_id, user_id) {
+                return Fast::Slow;
+            }
+            match &s.profiles {
+                Some(source) => match source.cached(user_id) {
+                    Some(p) => Some(p),
+                    None => return Fast::Slow,
+                },
+                None => None,
+            }
+        }
+        Principal::Partner { .. } => None,
+    };
+    sign_into(shared, request, principal, profile.as_deref());
+    Fast::Forward
+}
+
+/// Signs the Envelope for `principal` into the request.
+fn sign_into(
+    shared: &Shared,
+    request: &mut Request<Body>,
+    principal: Principal,
+    profile: Option<&Profile>,
+) {
+    let (user_id, session_id) = match principal {
+        Principal::User {
+            user_id,
+            session_id,
+        } => (user_id, session_id),
+        Principal::Partner { key_id, .. } => (String::new(), key_id),
+    };
+    let id = shared.request_ids.fetch_add(1, Ordering::Relaxed);
+    let mut env = Envelope {
+        user_id,
+        session_id,
+        request_id: format!("{id:x}"),
+        issued_at_ms: envelope::now_ms(),
+        method: request.method().as_str().to_owned(),
+        path: request.uri().path_and_query().map_or_else(
+            || request.uri().path().to_owned(),
+            |p| p.as_str().to_owned(),
+        ),
+        ..Envelope::default()
+    };
+    if let Some(p) = profile {
+        env.market.clone_from(&p.market);
+        env.tier.clone_from(&p.tier);
+        env.cohorts.clone_from(&p.cohorts);
+    }
+    let header = shared.setup.keys.sign(&env);
+    request.headers_mut().insert(envelope::HEADER, header);
+}
+
 impl<S> Service<Request<Body>> for Authenticate<S>
 where
     S: Service<Request<Body>, Response = Response, Error = Infallible> + Clone + Send + 'static,
@@ -186,66 +336,89 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = AuthFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        // The ready clone serves this request; a fresh clone waits for the next one.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            request.headers_mut().remove(envelope::HEADER);
-            let s = &shared.setup;
-            let path = request.uri().path().to_owned();
-            let Some(route) = s.routes.find(&path) else {
-                return Ok(refuse(ProblemKind::NoRoute, "no route serves this path"));
-            };
-            if route.access == Access::Admin {
-                return inner.call(request).await;
-            }
-            let authenticators = shared.per_route.get(&route.prefix);
-            let authenticate = |headers: &http::HeaderMap| {
-                authenticators.map_or(Ok(None), |a| a.authenticate(&path, headers))
-            };
-            let mut outcome = authenticate(request.headers());
-            if let (Err(AuthError::Token(TokenError::UnknownKey)), Some(r)) =
-                (&outcome, &s.refresher)
-                && r.clone().refetch_keys().await
-            {
-                outcome = authenticate(request.headers());
-            }
-            let mut refreshed = None;
-            let principal = match outcome {
-                Ok(p) => p,
-                Err(AuthError::Token(TokenError::Expired)) => {
-                    match silent_refresh(s.refresher.as_ref(), request.headers()).await {
-                        Ok((principal, issued)) => {
-                            refreshed = Some(issued);
-                            Some(principal)
-                        }
-                        Err(problem) => return Ok(problem),
-                    }
+        request.headers_mut().remove(envelope::HEADER);
+        match fast(&self.shared, &mut request) {
+            Fast::Respond(response) => AuthFuture::Ready {
+                response: Some(response),
+            },
+            Fast::Forward => AuthFuture::Inner {
+                future: self.inner.call(request),
+            },
+            Fast::Slow => {
+                // The ready clone serves this request; a fresh clone waits for the next one.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                AuthFuture::Slow {
+                    future: Box::pin(slow(self.shared.clone(), inner, request)),
                 }
-                Err(e) => {
-                    tracing::info!(reason = %e, route = %route.prefix, "credentials refused");
-                    return Ok(refuse(ProblemKind::Unauthorized, "credentials refused"));
-                }
-            };
-            if principal.is_none() && route.access == Access::Authenticated {
-                return Ok(refuse(
-                    ProblemKind::Unauthorized,
-                    "this route needs credentials",
-                ));
             }
-            if let Some(Principal::User {
-                user_id,
-                session_id,
-            }) = &principal
-                && s.revoked.might_be_revoked(session_id, user_id)
+        }
+    }
+}
+
+/// The whole decision with awaiting allowed: unknown `kid` re-read, silent refresh,
+/// revocation confirmed against the store, profile loaded.
+async fn slow<S>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    mut request: Request<Body>,
+) -> Result<Response, Infallible>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    let s = &shared.setup;
+    let path = request.uri().path().to_owned();
+    let Some(route) = s.routes.find(&path) else {
+        return Ok(refuse(ProblemKind::NoRoute, "no route serves this path"));
+    };
+    let authenticators = shared.per_route.get(&route.prefix);
+    let authenticate = |headers: &http::HeaderMap| {
+        authenticators.map_or(Ok(None), |a| a.authenticate(&path, headers))
+    };
+    let mut outcome = authenticate(request.headers());
+    if let (Err(AuthError::Token(TokenError::UnknownKey)), Some(r)) = (&outcome, &s.refresher)
+        && r.clone().refetch_keys().await
+    {
+        outcome = authenticate(request.headers());
+    }
+    let mut refreshed = None;
+    let principal = match outcome {
+        Ok(p) => p,
+        Err(AuthError::Token(TokenError::Expired)) => {
+            match silent_refresh(s.refresher.as_ref(), request.headers()).await {
+                Ok((principal, issued)) => {
+                    refreshed = Some(issued);
+                    Some(principal)
+                }
+                Err(problem) => return Ok(problem),
+            }
+        }
+        Err(e) => {
+            tracing::info!(reason = %e, route = %route.prefix, "credentials refused");
+            return Ok(refuse(ProblemKind::Unauthorized, "credentials refused"));
+        }
+    };
+    if principal.is_none() && route.access == Access::Authenticated {
+        return Ok(refuse(
+            ProblemKind::Unauthorized,
+            "this route needs credentials",
+        ));
+    }
+    if let Some(principal) = principal {
+        let mut profile = None;
+        if let Principal::User {
+            user_id,
+            session_id,
+        } = &principal
+        {
+            if s.revoked.might_be_revoked(session_id, user_id)
                 && s.confirm.is_revoked(session_id, user_id).await
             {
                 return Ok(refuse(
@@ -253,50 +426,20 @@ where
                     "this session was revoked; log in again",
                 ));
             }
-            if let Some(p) = principal {
-                let (user_id, session_id) = match p {
-                    Principal::User {
-                        user_id,
-                        session_id,
-                    } => (user_id, session_id),
-                    Principal::Partner { key_id, .. } => (String::new(), key_id),
+            if let Some(source) = &s.profiles {
+                profile = match source.cached(user_id) {
+                    Some(p) => Some(p),
+                    None => source.clone().profile(user_id).await,
                 };
-                let profile = match (&s.profiles, user_id.is_empty()) {
-                    (Some(source), false) => match source.cached(&user_id) {
-                        Some(p) => Some(p),
-                        None => source.clone().profile(&user_id).await,
-                    },
-                    _ => None,
-                };
-                let id = shared.request_ids.fetch_add(1, Ordering::Relaxed);
-                let mut env = Envelope {
-                    user_id,
-                    session_id,
-                    request_id: format!("{id:x}"),
-                    issued_at_ms: envelope::now_ms(),
-                    method: request.method().as_str().to_owned(),
-                    path: request
-                        .uri()
-                        .path_and_query()
-                        .map_or_else(|| path.clone(), |p| p.as_str().to_owned()),
-                    ..Envelope::default()
-                };
-                if let Some(p) = profile {
-                    env.market.clone_from(&p.market);
-                    env.tier.clone_from(&p.tier);
-                    env.cohorts.clone_from(&p.cohorts);
-                }
-                request
-                    .headers_mut()
-                    .insert(envelope::HEADER, s.keys.sign(&env));
             }
-            let mut response = inner.call(request).await?;
-            if let (Some(issued), Some(r)) = (refreshed, &s.refresher) {
-                hand_out(&mut response, &issued, &**r);
-            }
-            Ok(response)
-        })
+        }
+        sign_into(&shared, &mut request, principal, profile.as_deref());
     }
+    let mut response = inner.call(request).await?;
+    if let (Some(issued), Some(r)) = (refreshed, &s.refresher) {
+        hand_out(&mut response, &issued, &**r);
+    }
+    Ok(response)
 }
 
 /// The credentials of an expired access token and a refresh cookie, exchanged for fresh

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use futures_util::future::BoxFuture;
 use http::Request;
 use http::header::CONTENT_LENGTH;
 use surge_http::{Problem, ProblemKind};
@@ -55,7 +54,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = LimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -70,9 +69,9 @@ where
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
             let detail = format!("the body is larger than {} bytes", limits.max_body_bytes);
-            return Box::pin(async move {
-                Ok(Problem::new(ProblemKind::PayloadTooLarge, detail).into_response())
-            });
+            return LimitFuture::Refused {
+                response: Some(Problem::new(ProblemKind::PayloadTooLarge, detail).into_response()),
+            };
         }
         // A request that declares no body more than the limit, or is empty, goes as it is.
         let bounded = declared.is_some() || axum::body::HttpBody::is_end_stream(request.body());
@@ -83,19 +82,67 @@ where
             let body = Body::new(http_body_util::Limited::new(body, limits.max_body_bytes));
             self.inner.call(Request::from_parts(parts, body))
         };
-        Box::pin(async move {
-            match tokio::time::timeout(limits.timeout, call).await {
-                Ok(response) => response,
-                Err(_) => Ok(Problem::new(
-                    ProblemKind::GatewayTimeout,
-                    format!(
-                        "the upstream did not answer within {} ms",
-                        limits.timeout.as_millis()
-                    ),
-                )
-                .into_response()),
+        LimitFuture::Timed {
+            call: tokio::time::timeout(limits.timeout, call),
+            after: limits.timeout,
+        }
+    }
+}
+
+pub use future::LimitFuture;
+
+mod future {
+    // The projection types pin-project-lite generates cannot carry docs.
+    #![allow(missing_docs)]
+
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use axum::response::{IntoResponse, Response};
+    use surge_http::{Problem, ProblemKind};
+
+    pin_project_lite::pin_project! {
+        /// The future of one request through the layer (nothing boxed).
+        #[project = LimitFutureProj]
+        pub enum LimitFuture<F> {
+            /// Refused before the upstream was called (413).
+            Refused { response: Option<Response> },
+            /// The upstream call under its timeout.
+            Timed { #[pin] call: tokio::time::Timeout<F>, after: Duration },
+        }
+    }
+
+    impl<F> Future for LimitFuture<F>
+    where
+        F: Future<Output = Result<Response, Infallible>>,
+    {
+        type Output = Result<Response, Infallible>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match self.project() {
+                LimitFutureProj::Refused { response } => {
+                    Poll::Ready(Ok(response.take().unwrap_or_else(|| {
+                        Problem::new(ProblemKind::Internal, "polled after completion")
+                            .into_response()
+                    })))
+                }
+                LimitFutureProj::Timed { call, after } => match call.poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(response)) => Poll::Ready(response),
+                    Poll::Ready(Err(_)) => Poll::Ready(Ok(Problem::new(
+                        ProblemKind::GatewayTimeout,
+                        format!(
+                            "the upstream did not answer within {} ms",
+                            after.as_millis()
+                        ),
+                    )
+                    .into_response())),
+                },
             }
-        })
+        }
     }
 }
 
