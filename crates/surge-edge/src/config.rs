@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::authenticator::ApiKeyEntry;
 use crate::identity::IdentityConfig;
+use crate::pipeline::rate_limit::{KeyBy, RateRule};
 use crate::routes::{Access, Route};
 
 /// Where an upstream runs: `in-process` (all-in-one) or `http://host:port`.
@@ -29,6 +30,12 @@ pub struct EdgeConfig {
     pub timeout_ms: u64,
     /// API keys of partners and services (hashes, never keys).
     pub api_keys: Vec<ApiKeyEntry>,
+    /// Rate-limit rules (GCRA per IP or per caller, by route class). Default: signup,
+    /// login and refresh at 10/s per IP (burst 20).
+    pub rate_limits: Vec<RateRule>,
+    /// Keys (IPs, callers) tracked per rate-limit rule at most; beyond, new keys share
+    /// one overflow bucket until a sweep makes room. Default 100,000.
+    pub rate_limit_max_keys: usize,
     /// Accounts, tokens, keys, revocation.
     pub identity: IdentityConfig,
 }
@@ -45,6 +52,16 @@ impl Default for EdgeConfig {
             max_body_bytes: 1024 * 1024,
             timeout_ms: 10_000,
             api_keys: Vec::new(),
+            rate_limits: vec![RateRule {
+                name: "auth-per-ip".into(),
+                classes: vec!["auth".into()],
+                key: KeyBy::Ip,
+                requests: 10,
+                per_seconds: 1,
+                burst: Some(20),
+                shadow: false,
+            }],
+            rate_limit_max_keys: 100_000,
             identity: IdentityConfig::default(),
         }
     }
@@ -52,40 +69,38 @@ impl Default for EdgeConfig {
 
 /// The routes of a fresh install.
 pub fn default_routes() -> Vec<Route> {
-    let r = |prefix: &str, upstream: &str, access, authenticators: &[&str], cacheable| Route {
+    let route = |prefix: &str, upstream: &str, access, class: &str| Route {
         prefix: prefix.into(),
         upstream: upstream.into(),
         access,
-        authenticators: authenticators.iter().map(|a| (*a).to_owned()).collect(),
-        cacheable,
+        authenticators: Vec::new(),
+        cacheable: false,
+        class: class.into(),
     };
-    let users = &["jwt", "api-key"];
+    // Catalog reads: anyone; an identity (user or partner) is passed on when given.
+    let browse = |prefix: &str| Route {
+        authenticators: vec!["jwt".into(), "api-key".into()],
+        cacheable: true,
+        ..route(prefix, "catalog", Access::Public, "browse")
+    };
+    let account = |prefix: &str| Route {
+        authenticators: vec!["jwt".into()],
+        ..route(prefix, "identity", Access::Authenticated, "account")
+    };
     vec![
-        r("/products", "catalog", Access::Public, users, true),
-        r("/product-offers", "catalog", Access::Public, users, true),
-        r("/admin", "catalog", Access::Admin, &[], false),
-        r("/healthz", "catalog", Access::Public, &[], false),
-        r("/readyz", "catalog", Access::Public, &[], false),
-        r("/metrics", "catalog", Access::Public, &[], false),
-        r("/openapi.json", "catalog", Access::Public, &[], false),
-        r("/auth", "identity", Access::Public, &[], false),
-        r(
-            "/auth/me",
-            "identity",
-            Access::Authenticated,
-            &["jwt"],
-            false,
-        ),
-        r(
-            "/auth/logout",
-            "identity",
-            Access::Authenticated,
-            &["jwt"],
-            false,
-        ),
-        r("/.well-known", "identity", Access::Public, &[], false),
-        r("/admin/sessions", "identity", Access::Admin, &[], false),
-        r("/admin/users", "identity", Access::Admin, &[], false),
+        browse("/products"),
+        browse("/product-offers"),
+        route("/admin", "catalog", Access::Admin, "admin"),
+        route("/healthz", "catalog", Access::Public, "ops"),
+        route("/readyz", "catalog", Access::Public, "ops"),
+        route("/metrics", "catalog", Access::Public, "ops"),
+        route("/openapi.json", "catalog", Access::Public, "ops"),
+        route("/auth", "identity", Access::Public, "auth"),
+        account("/auth/me"),
+        account("/auth/logout"),
+        route("/.well-known", "identity", Access::Public, "ops"),
+        route("/admin/sessions", "identity", Access::Admin, "admin"),
+        route("/admin/users", "identity", Access::Admin, "admin"),
     ]
 }
 

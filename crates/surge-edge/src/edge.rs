@@ -15,15 +15,19 @@ use crate::identity::feed::{self, StoreLog};
 use crate::identity::{self, Identity};
 use crate::pipeline::authenticate::{AuthSetup, Authenticate, AuthenticateLayer};
 use crate::pipeline::dispatch::{Dispatch, Upstream, upstream};
+use crate::pipeline::rate_limit::{KeyBy, RateLimit, RateLimitLayer, RateLimits};
 use crate::pipeline::remote::Remote;
 use crate::pipeline::request_limits::{Limit, RequestLimits, RequestLimitsLayer};
 use crate::routes::RouteTable;
+
+/// How often rate-limit keys whose budget is full again are dropped.
+const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(10);
 
 /// Name of the identity upstream (always in the edge's process).
 pub const IDENTITY: &str = "identity";
 
 /// The edge's tower pipeline, top to bottom (cheap to clone: shared state is behind `Arc`s).
-pub type Pipeline = Limit<Authenticate<Dispatch>>;
+pub type Pipeline = Limit<RateLimit<Authenticate<RateLimit<Dispatch>>>>;
 
 /// A built edge.
 pub struct Edge {
@@ -32,6 +36,7 @@ pub struct Edge {
     /// The identity service (for the upkeep task and tools).
     pub identity: Arc<Identity>,
     store: Arc<dyn IdentityStore>,
+    rate_limits: Arc<RateLimits>,
 }
 
 impl Edge {
@@ -84,6 +89,11 @@ impl Edge {
         let names: Vec<&str> = authenticators.keys().map(String::as_str).collect();
         let routes = RouteTable::new(config.routes.clone(), &names)?;
         let dispatch = Dispatch::new(routes.clone(), upstreams)?;
+        let rate_limits = Arc::new(RateLimits::new(
+            &config.rate_limits,
+            Arc::new(routes.clone()),
+            config.rate_limit_max_keys,
+        )?);
         let auth = AuthenticateLayer::new(AuthSetup {
             routes,
             authenticators,
@@ -98,25 +108,46 @@ impl Edge {
                 max_body_bytes: config.max_body_bytes,
                 timeout: Duration::from_millis(config.timeout_ms),
             }))
+            .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::Ip))
             .layer(auth)
+            .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::User))
             .service(dispatch);
         Ok(Edge {
             service: pipeline,
             identity,
             store,
+            rate_limits,
         })
     }
 
-    /// The background upkeep (revocation log, filter generations, key rotation, pruning)
+    /// The background upkeep (revocation log, filter generations, key rotation, pruning,
+    /// rate-limit key sweeps)
     /// until `shutdown` turns true.
     pub fn upkeep(
         &self,
         shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send + 'static {
-        feed::run(
+        let identity = feed::run(
             self.identity.clone(),
             Arc::new(StoreLog(self.store.clone())),
-            shutdown,
-        )
+            shutdown.clone(),
+        );
+        let limits = self.rate_limits.clone();
+        let sweep = async move {
+            let mut shutdown = shutdown;
+            let mut every = tokio::time::interval(RATE_LIMIT_SWEEP);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => { limits.sweep(); }
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        };
+        async move {
+            tokio::join!(identity, sweep);
+        }
     }
 }

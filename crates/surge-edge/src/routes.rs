@@ -33,10 +33,18 @@ pub struct Route {
     /// Whether anonymous responses may be cached at the edge (issue 4).
     #[serde(default)]
     pub cacheable: bool,
+    /// The route class rate limits (and, later, shedding) are configured by, e.g.
+    /// `browse`, `auth`, `admin`. Default `default`.
+    #[serde(default = "default_class")]
+    pub class: String,
 }
 
 fn default_authenticators() -> Vec<String> {
     vec!["jwt".into()]
+}
+
+fn default_class() -> String {
+    "default".into()
 }
 
 /// Routes, longest prefix first.
@@ -111,6 +119,7 @@ mod tests {
             access,
             authenticators: vec!["jwt".into()],
             cacheable: false,
+            class: "default".into(),
         }
     }
 

@@ -76,6 +76,7 @@ fn edge() -> Edge {
         access,
         authenticators: vec!["jwt".into()],
         cacheable: false,
+        class: "default".into(),
     };
     let routes = RouteTable::new(
         vec![

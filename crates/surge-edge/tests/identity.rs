@@ -551,3 +551,41 @@ async fn envelopes_sent_straight_to_an_upstream_are_refused() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_default_per_ip_rule_limits_auth_routes_before_any_check() {
+    let h = harness(config()).await;
+    let mut allowed = 0;
+    let mut refused = None;
+    for _ in 0..200 {
+        let r = h
+            .call(
+                "POST",
+                "/auth/refresh",
+                &[],
+                Some(json!({"refresh_token": "rt_guess"})),
+            )
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(
+            r.headers.contains_key("ratelimit"),
+            "allowed answers carry RateLimit"
+        );
+        allowed += 1;
+    }
+    // The burst of 20 (plus whatever refilled at 10/s meanwhile) passes, then 429.
+    let r = refused.expect("the rule never refused");
+    assert!(allowed >= 20, "{allowed}");
+    assert_eq!(r.problem(), "too-many-requests");
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.headers["ratelimit-policy"], "\"auth-per-ip\";q=10;w=1");
+    // Catalog reads are another class: not limited by it.
+    assert_eq!(
+        h.call("GET", "/products/P1", &[], None).await.status,
+        StatusCode::OK
+    );
+}

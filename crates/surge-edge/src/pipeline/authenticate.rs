@@ -327,6 +327,14 @@ fn sign_into(
     }
     let header = shared.setup.keys.sign(&env);
     request.headers_mut().insert(envelope::HEADER, header);
+    let caller = if env.user_id.is_empty() {
+        &env.session_id
+    } else {
+        &env.user_id
+    };
+    request
+        .extensions_mut()
+        .insert(super::rate_limit::Caller(Arc::from(caller.as_str())));
 }
 
 impl<S> Service<Request<Body>> for Authenticate<S>

@@ -1,14 +1,18 @@
 //! The edge's tower pipeline, one file per layer, read top to bottom:
 //!
 //! 1. [`request_limits`]: 413 for oversized bodies, 504 when the upstream is too slow.
-//! 2. [`authenticate`]: find the route (404 `no-route`), verify credentials once (401),
+//! 2. [`rate_limit`] (per-IP rules): GCRA by route class, 429 with `Retry-After` and
+//!    `RateLimit` headers (shadow rules only count) — before any credential is checked.
+//! 3. [`authenticate`]: find the route (404 `no-route`), verify credentials once (401),
 //!    check revocation, refresh silently, sign the Envelope.
-//! 3. [`dispatch`]: call the route's upstream — in process ([`dispatch::upstream`] over
+//! 4. [`rate_limit`] (per-caller rules): the same, keyed by the authenticated caller.
+//! 5. [`dispatch`]: call the route's upstream — in process ([`dispatch::upstream`] over
 //!    a role's router) or on another node ([`remote::Remote`]).
 //!
 //! [`crate::Edge`] assembles them.
 
 pub mod authenticate;
 pub mod dispatch;
+pub mod rate_limit;
 pub mod remote;
 pub mod request_limits;
