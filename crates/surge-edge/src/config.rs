@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::authenticator::ApiKeyEntry;
 use crate::identity::IdentityConfig;
 use crate::pipeline::rate_limit::{KeyBy, RateRule};
+use crate::pipeline::shed::ShedClass;
 use crate::routes::{Access, Route};
 
 /// Where an upstream runs: `in-process` (all-in-one) or `http://host:port`.
@@ -33,6 +34,10 @@ pub struct EdgeConfig {
     /// Rate-limit rules (GCRA per IP or per caller, by route class). Default: signup,
     /// login and refresh at 10/s per IP (burst 20).
     pub rate_limits: Vec<RateRule>,
+    /// Concurrency limits and load shedding per route class (classes not listed are
+    /// never limited). Default: `browse` adaptive (8–1024, LIFO queue of 512), `auth`
+    /// static 16 (password hashing is CPU-bound), queue 64.
+    pub shedding: Vec<ShedClass>,
     /// Keys (IPs, callers) tracked per rate-limit rule at most; beyond, new keys share
     /// one overflow bucket until a sweep makes room. Default 100,000.
     pub rate_limit_max_keys: usize,
@@ -62,6 +67,30 @@ impl Default for EdgeConfig {
                 shadow: false,
             }],
             rate_limit_max_keys: 100_000,
+            shedding: vec![
+                ShedClass {
+                    class: "browse".into(),
+                    max_concurrency: 1024,
+                    min_concurrency: 32,
+                    adaptive: true,
+                    latency_target_ms: 100,
+                    queue: 512,
+                    queue_timeout_ms: 500,
+                    lifo: true,
+                    priority: false,
+                },
+                ShedClass {
+                    class: "auth".into(),
+                    max_concurrency: 16,
+                    min_concurrency: 16,
+                    adaptive: false,
+                    latency_target_ms: 1000,
+                    queue: 64,
+                    queue_timeout_ms: 2000,
+                    lifo: false,
+                    priority: false,
+                },
+            ],
             identity: IdentityConfig::default(),
         }
     }

@@ -18,6 +18,7 @@ use crate::pipeline::dispatch::{Dispatch, Upstream, upstream};
 use crate::pipeline::rate_limit::{KeyBy, RateLimit, RateLimitLayer, RateLimits};
 use crate::pipeline::remote::Remote;
 use crate::pipeline::request_limits::{Limit, RequestLimits, RequestLimitsLayer};
+use crate::pipeline::shed::{Shed, ShedLayer, Shedding};
 use crate::routes::RouteTable;
 
 /// How often rate-limit keys whose budget is full again are dropped.
@@ -27,7 +28,7 @@ const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(10);
 pub const IDENTITY: &str = "identity";
 
 /// The edge's tower pipeline, top to bottom (cheap to clone: shared state is behind `Arc`s).
-pub type Pipeline = Limit<RateLimit<Authenticate<RateLimit<Dispatch>>>>;
+pub type Pipeline = Limit<RateLimit<Authenticate<RateLimit<Shed<Dispatch>>>>>;
 
 /// A built edge.
 pub struct Edge {
@@ -94,6 +95,7 @@ impl Edge {
             Arc::new(routes.clone()),
             config.rate_limit_max_keys,
         )?);
+        let shedding = Arc::new(Shedding::new(&config.shedding, Arc::new(routes.clone()))?);
         let auth = AuthenticateLayer::new(AuthSetup {
             routes,
             authenticators,
@@ -111,6 +113,7 @@ impl Edge {
             .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::Ip))
             .layer(auth)
             .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::User))
+            .layer(ShedLayer::new(shedding))
             .service(dispatch);
         Ok(Edge {
             service: pipeline,

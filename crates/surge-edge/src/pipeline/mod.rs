@@ -6,7 +6,9 @@
 //! 3. [`authenticate`]: find the route (404 `no-route`), verify credentials once (401),
 //!    check revocation, refresh silently, sign the Envelope.
 //! 4. [`rate_limit`] (per-caller rules): the same, keyed by the authenticated caller.
-//! 5. [`dispatch`]: call the route's upstream — in process ([`dispatch::upstream`] over
+//! 5. [`shed`]: concurrency limit per route class with a bounded (LIFO or FIFO) queue,
+//!    shedding at once when it is full (503), priorities, adaptive limits.
+//! 6. [`dispatch`]: call the route's upstream — in process ([`dispatch::upstream`] over
 //!    a role's router) or on another node ([`remote::Remote`]).
 //!
 //! [`crate::Edge`] assembles them.
@@ -16,3 +18,4 @@ pub mod dispatch;
 pub mod rate_limit;
 pub mod remote;
 pub mod request_limits;
+pub mod shed;
