@@ -194,6 +194,7 @@ impl ClassState {
     fn release(&self, latency: Duration) {
         let mut q = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         if self.spec.adaptive {
+            let before = q.limit;
             let (min, max) = (
                 self.spec.min_concurrency as f64,
                 self.spec.max_concurrency as f64,
@@ -214,7 +215,9 @@ impl ClassState {
                     q.fast_since_raise = 0;
                 }
             }
-            metrics::gauge!(LIMIT, "class" => self.spec.class.clone()).set(q.limit);
+            if q.limit != before {
+                metrics::gauge!(LIMIT, "class" => self.spec.class.clone()).set(q.limit);
+            }
         }
         if q.in_flight <= q.limit as usize {
             // Hand the slot to a waiter that is still there.
