@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Catalog read benchmark, side by side with nginx in one run on one machine.
+# Catalog read benchmark, side by side with nginx in one run on one machine. It measures
+# the catalog itself, on the internal listener (the edge, its micro-cache and its limits
+# are measured by bench/edge.sh).
 #
 #   bench/catalog.sh [PRODUCTS] [HOT] [SECONDS]        (defaults: 100000 10000 15)
 #   env: BENCH_DATA (seeded data dir, kept between runs), RATE (offer updates/s, 10000), VIS_SECS (20),
@@ -25,7 +27,8 @@ HOT=${2:-10000}
 SECS=${3:-15}
 TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/surge-target}
 SURGE=$TARGET/release/surge
-PORT_S=18080
+PORT_S=18080   # the catalog itself (the internal listener: no edge in front)
+PORT_E=18079   # the edge (public listener), unused by this script
 PORT_N=18081
 WORK=$(mktemp -d /tmp/surge-bench.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as an unprivileged user and must read www/
@@ -51,7 +54,7 @@ python3 bench/sqlite_bound.py --products 20000
 
 echo "## start-up with $PRODUCTS products on disk"
 t0=$(date +%s.%N)
-TOKIO_WORKER_THREADS=1 taskset -c 0 "$SURGE" up --listen 127.0.0.1:$PORT_S --data-dir "$DATA" 2>"$WORK/surge.log" &
+SURGE_INTERNAL_LISTEN=127.0.0.1:$PORT_S TOKIO_WORKER_THREADS=1 taskset -c 0 "$SURGE" up --listen 127.0.0.1:$PORT_E --data-dir "$DATA" 2>"$WORK/surge.log" &
 SPID=$!
 wait_ok "http://127.0.0.1:$PORT_S/products/P0000001"
 t1=$(date +%s.%N)

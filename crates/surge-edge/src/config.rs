@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::authenticator::ApiKeyEntry;
 use crate::identity::IdentityConfig;
+use crate::pipeline::micro_cache::MicroCacheConfig;
 use crate::pipeline::rate_limit::{KeyBy, RateRule};
 use crate::pipeline::shed::ShedClass;
 use crate::routes::{Access, Route};
@@ -34,6 +35,8 @@ pub struct EdgeConfig {
     /// Rate-limit rules (GCRA per IP or per caller, by route class). Default: signup,
     /// login and refresh at 10/s per IP (burst 20).
     pub rate_limits: Vec<RateRule>,
+    /// The micro-cache of anonymous answers on `cacheable` routes.
+    pub micro_cache: MicroCacheConfig,
     /// Concurrency limits and load shedding per route class (classes not listed are
     /// never limited). Default: `browse` adaptive (8–1024, LIFO queue of 512), `auth`
     /// static 16 (password hashing is CPU-bound), queue 64.
@@ -67,6 +70,7 @@ impl Default for EdgeConfig {
                 shadow: false,
             }],
             rate_limit_max_keys: 100_000,
+            micro_cache: MicroCacheConfig::default(),
             shedding: vec![
                 ShedClass {
                     class: "browse".into(),

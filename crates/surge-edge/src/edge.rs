@@ -15,6 +15,7 @@ use crate::identity::feed::{self, StoreLog};
 use crate::identity::{self, Identity};
 use crate::pipeline::authenticate::{AuthSetup, Authenticate, AuthenticateLayer};
 use crate::pipeline::dispatch::{Dispatch, Upstream, upstream};
+use crate::pipeline::micro_cache::{MicroCache, MicroCacheLayer, MicroCached};
 use crate::pipeline::rate_limit::{KeyBy, RateLimit, RateLimitLayer, RateLimits};
 use crate::pipeline::remote::Remote;
 use crate::pipeline::request_limits::{Limit, RequestLimits, RequestLimitsLayer};
@@ -28,7 +29,7 @@ const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(10);
 pub const IDENTITY: &str = "identity";
 
 /// The edge's tower pipeline, top to bottom (cheap to clone: shared state is behind `Arc`s).
-pub type Pipeline = Limit<RateLimit<Authenticate<RateLimit<Shed<Dispatch>>>>>;
+pub type Pipeline = Limit<RateLimit<Authenticate<RateLimit<MicroCached<Shed<Dispatch>>>>>>;
 
 /// A built edge.
 pub struct Edge {
@@ -96,6 +97,10 @@ impl Edge {
             config.rate_limit_max_keys,
         )?);
         let shedding = Arc::new(Shedding::new(&config.shedding, Arc::new(routes.clone()))?);
+        let micro_cache = Arc::new(MicroCache::new(
+            config.micro_cache.clone(),
+            Arc::new(routes.clone()),
+        ));
         let auth = AuthenticateLayer::new(AuthSetup {
             routes,
             authenticators,
@@ -113,6 +118,7 @@ impl Edge {
             .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::Ip))
             .layer(auth)
             .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::User))
+            .layer(MicroCacheLayer::new(micro_cache))
             .layer(ShedLayer::new(shedding))
             .service(dispatch);
         Ok(Edge {

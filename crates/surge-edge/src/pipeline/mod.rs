@@ -6,15 +6,18 @@
 //! 3. [`authenticate`]: find the route (404 `no-route`), verify credentials once (401),
 //!    check revocation, refresh silently, sign the Envelope.
 //! 4. [`rate_limit`] (per-caller rules): the same, keyed by the authenticated caller.
-//! 5. [`shed`]: concurrency limit per route class with a bounded (LIFO or FIFO) queue,
+//! 5. [`micro_cache`]: anonymous answers on cacheable routes, kept for a second, with
+//!    request coalescing and serve-stale-on-error (hits skip everything below).
+//! 6. [`shed`]: concurrency limit per route class with a bounded (LIFO or FIFO) queue,
 //!    shedding at once when it is full (503), priorities, adaptive limits.
-//! 6. [`dispatch`]: call the route's upstream — in process ([`dispatch::upstream`] over
+//! 7. [`dispatch`]: call the route's upstream — in process ([`dispatch::upstream`] over
 //!    a role's router) or on another node ([`remote::Remote`]).
 //!
 //! [`crate::Edge`] assembles them.
 
 pub mod authenticate;
 pub mod dispatch;
+pub mod micro_cache;
 pub mod rate_limit;
 pub mod remote;
 pub mod request_limits;
