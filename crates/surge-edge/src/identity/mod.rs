@@ -97,6 +97,8 @@ pub struct Identity {
     store: Arc<dyn IdentityStore>,
     keys: KeyManager,
     revoked: Arc<RevocationFilter>,
+    /// The highest revocation-log position applied to the filter (for waiters and tools).
+    applied: tokio::sync::watch::Sender<i64>,
     limiter: LoginLimiter,
     profiles: quick_cache::sync::Cache<String, (Arc<Profile>, Instant)>,
     /// Results of recent rotations by old-token hash (see `refresh_reuse_window_seconds`).
@@ -183,6 +185,7 @@ impl Identity {
             limiter: LoginLimiter::new(&config.login),
             profiles: quick_cache::sync::Cache::new(config.profile_cache_entries.max(16)),
             recent_refreshes: quick_cache::sync::Cache::new(10_000),
+            applied: tokio::sync::watch::Sender::new(0),
             config,
             store,
             keys,
@@ -405,6 +408,19 @@ impl Identity {
             RevocationKind::Session => Revoked::Session(&entry.subject),
             RevocationKind::User => Revoked::User(&entry.subject),
         });
+        self.applied.send_if_modified(|seq| {
+            let newer = entry.seq > *seq;
+            if newer {
+                *seq = entry.seq;
+            }
+            newer
+        });
+    }
+
+    /// Follows the highest revocation-log position this node's filter holds: a revocation
+    /// with `seq` ≤ the value is enforced here.
+    pub fn revocations_applied(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.applied.subscribe()
     }
 
     /// Replaces a user's profile (admin); takes effect at once on this node and within

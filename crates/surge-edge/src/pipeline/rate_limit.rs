@@ -73,7 +73,8 @@ pub struct RateRule {
     pub shadow: bool,
 }
 
-/// The Authenticated caller, put into the request by the authentication layer.
+/// The authenticated caller (user id, or API key id), put into the request by the
+/// authentication layer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Caller(pub Arc<str>);
 

@@ -173,21 +173,20 @@ impl ClassState {
                 started: Instant::now(),
             });
         }
+        let room = q.high.len() + q.low.len() < self.spec.queue;
+        // A full queue: a high-priority arrival drops the newest low-priority waiter
+        // (its request answers 503); anyone else is shed without a channel being made.
+        let queued = room || (high && q.low.pop_back().is_some());
+        if !queued {
+            return Admission::Shed;
+        }
         let (tx, rx) = oneshot::channel();
-        if q.high.len() + q.low.len() < self.spec.queue {
-            if high {
-                q.high.push_back(tx)
-            } else {
-                q.low.push_back(tx)
-            }
-            return Admission::Wait(rx);
-        }
-        if high && q.low.pop_back().is_some() {
-            // The newest low-priority waiter is dropped (its request answers 503).
+        if high {
             q.high.push_back(tx);
-            return Admission::Wait(rx);
+        } else {
+            q.low.push_back(tx);
         }
-        Admission::Shed
+        Admission::Wait(rx)
     }
 
     /// Called when a request ends: adapt the limit, then hand the slot on.
