@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::authenticator::ApiKeyEntry;
+use crate::cluster::ClusterConfig;
 use crate::identity::IdentityConfig;
 use crate::pipeline::micro_cache::MicroCacheConfig;
 use crate::pipeline::rate_limit::{KeyBy, RateRule};
@@ -15,16 +16,56 @@ use crate::routes::{Access, Route};
 /// Where an upstream runs: `in-process` (all-in-one) or `http://host:port`.
 pub const IN_PROCESS: &str = "in-process";
 
+/// Where an upstream is: a string (`in-process`, or one node's `http://host:port` with
+/// the default policies) or a table of nodes and policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamSpec {
+    /// `in-process` or `http://host:port`.
+    At(String),
+    /// Nodes on other machines and how to use them.
+    Cluster(ClusterConfig),
+}
+
+impl From<&str> for UpstreamSpec {
+    fn from(at: &str) -> Self {
+        UpstreamSpec::At(at.to_owned())
+    }
+}
+
+impl From<String> for UpstreamSpec {
+    fn from(at: String) -> Self {
+        UpstreamSpec::At(at)
+    }
+}
+
+impl UpstreamSpec {
+    /// Whether the upstream runs in this process.
+    pub fn in_process(&self) -> bool {
+        matches!(self, UpstreamSpec::At(at) if at == IN_PROCESS)
+    }
+
+    /// The nodes and policies of a remote upstream (`None` for in-process).
+    pub fn cluster(&self) -> Option<ClusterConfig> {
+        match self {
+            UpstreamSpec::At(at) if at == IN_PROCESS => None,
+            UpstreamSpec::At(at) => Some(ClusterConfig::single(at)),
+            UpstreamSpec::Cluster(c) => Some(c.clone()),
+        }
+    }
+}
+
 /// Everything the edge can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Path prefix → upstream and policy. Default: the table in [`default_routes`].
     pub routes: Vec<Route>,
-    /// Upstream name → `in-process` or `http://host:port`. Default: `catalog` and
-    /// `identity` in process.
-    pub upstreams: BTreeMap<String, String>,
-    /// Idle connections kept per remote upstream. Default 64.
+    /// Upstream name → `in-process`, `http://host:port`, or a table of nodes with
+    /// balancing, retry, breaker and health settings ([`ClusterConfig`]). Default:
+    /// `catalog` and `identity` in process.
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+    /// Idle connections kept per remote node. Default 64.
     pub upstream_max_idle: usize,
     /// Largest request body, in bytes. Default 1 MiB.
     pub max_body_bytes: usize,
@@ -54,7 +95,7 @@ impl Default for EdgeConfig {
             routes: default_routes(),
             upstreams: [("catalog", IN_PROCESS), ("identity", IN_PROCESS)]
                 .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .map(|(k, v)| (k.to_owned(), v.into()))
                 .collect(),
             upstream_max_idle: 64,
             max_body_bytes: 1024 * 1024,
@@ -109,6 +150,7 @@ pub fn default_routes() -> Vec<Route> {
         authenticators: Vec::new(),
         cacheable: false,
         class: class.into(),
+        timeout_ms: None,
     };
     // Catalog reads: anyone; an identity (user or partner) is passed on when given.
     let browse = |prefix: &str| Route {
@@ -143,12 +185,22 @@ impl EdgeConfig {
         if self.max_body_bytes == 0 || self.timeout_ms == 0 {
             return Err("edge.max_body_bytes and edge.timeout_ms must be > 0".into());
         }
-        for (name, at) in &self.upstreams {
-            if at != IN_PROCESS && !at.starts_with("http://") {
-                return Err(format!(
-                    "edge.upstreams.{name} must be \"{IN_PROCESS}\" or http://host:port, got {at:?}"
-                ));
+        for (name, spec) in &self.upstreams {
+            match spec {
+                UpstreamSpec::At(at) if at != IN_PROCESS && !at.starts_with("http://") => {
+                    return Err(format!(
+                        "edge.upstreams.{name} must be \"{IN_PROCESS}\", http://host:port or a table with nodes, got {at:?}"
+                    ));
+                }
+                UpstreamSpec::At(_) => {}
+                UpstreamSpec::Cluster(c) => c.validate(&format!("edge.upstreams.{name}"))?,
             }
+        }
+        if let Some(r) = self.routes.iter().find(|r| r.timeout_ms == Some(0)) {
+            return Err(format!(
+                "edge.routes {:?}: timeout_ms must be > 0",
+                r.prefix
+            ));
         }
         self.identity.validate()
     }

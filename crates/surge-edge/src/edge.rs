@@ -10,14 +10,14 @@ use tokio::sync::watch;
 use tower::ServiceBuilder;
 
 use crate::auth::authenticator::{ApiKeyAuthenticator, Authenticator, JwtAuthenticator};
-use crate::config::{EdgeConfig, IN_PROCESS};
+use crate::cluster::Cluster;
+use crate::config::EdgeConfig;
 use crate::identity::feed::{self, StoreLog};
 use crate::identity::{self, Identity};
 use crate::pipeline::authenticate::{AuthSetup, Authenticate, AuthenticateLayer};
 use crate::pipeline::dispatch::{Dispatch, Upstream, upstream};
 use crate::pipeline::micro_cache::{MicroCache, MicroCacheLayer, MicroCached};
 use crate::pipeline::rate_limit::{KeyBy, RateLimit, RateLimitLayer, RateLimits};
-use crate::pipeline::remote::Remote;
 use crate::pipeline::request_limits::{Limit, RequestLimits, RequestLimitsLayer};
 use crate::pipeline::shed::{Shed, ShedLayer, Shedding};
 use crate::routes::RouteTable;
@@ -37,6 +37,8 @@ pub struct Edge {
     pub service: Pipeline,
     /// The identity service (for the upkeep task and tools).
     pub identity: Arc<Identity>,
+    /// The remote upstreams (for health checks and tools).
+    pub clusters: Vec<Cluster>,
     store: Arc<dyn IdentityStore>,
     rate_limits: Arc<RateLimits>,
 }
@@ -66,16 +68,25 @@ impl Edge {
             )),
         );
         let mut upstreams = HashMap::new();
-        for (name, at) in &config.upstreams {
-            let service = if at == IN_PROCESS || name == IDENTITY {
-                in_process.remove(name).ok_or_else(|| {
+        let mut clusters = Vec::new();
+        for (name, spec) in &config.upstreams {
+            let service = match spec.cluster() {
+                Some(nodes) if name != IDENTITY => {
+                    let cluster = Cluster::new(
+                        name,
+                        nodes,
+                        config.upstream_max_idle,
+                        Duration::from_millis(config.timeout_ms),
+                    )?;
+                    clusters.push(cluster.clone());
+                    Upstream::Cluster(cluster)
+                }
+                _ => in_process.remove(name).ok_or_else(|| {
                     format!(
                         "edge.upstreams.{name} is in-process, but the {name} role does not run in this process; \
-                         give its http://host:port"
+                         give its http://host:port or nodes"
                     )
-                })?
-            } else {
-                Upstream::Remote(Remote::new(at, config.upstream_max_idle)?)
+                })?,
             };
             upstreams.insert(name.clone(), service);
         }
@@ -90,7 +101,11 @@ impl Edge {
         );
         let names: Vec<&str> = authenticators.keys().map(String::as_str).collect();
         let routes = RouteTable::new(config.routes.clone(), &names)?;
-        let dispatch = Dispatch::new(routes.clone(), upstreams)?;
+        let dispatch = Dispatch::new(
+            routes.clone(),
+            upstreams,
+            Duration::from_millis(config.timeout_ms),
+        )?;
         let rate_limits = Arc::new(RateLimits::new(
             &config.rate_limits,
             Arc::new(routes.clone()),
@@ -124,14 +139,14 @@ impl Edge {
         Ok(Edge {
             service: pipeline,
             identity,
+            clusters,
             store,
             rate_limits,
         })
     }
 
     /// The background upkeep (revocation log, filter generations, key rotation, pruning,
-    /// rate-limit key sweeps)
-    /// until `shutdown` turns true.
+    /// rate-limit key sweeps, health checks of remote nodes) until `shutdown` turns true.
     pub fn upkeep(
         &self,
         shutdown: watch::Receiver<bool>,
@@ -140,6 +155,11 @@ impl Edge {
             self.identity.clone(),
             Arc::new(StoreLog(self.store.clone())),
             shutdown.clone(),
+        );
+        let checks = futures_util::future::join_all(
+            self.clusters
+                .iter()
+                .map(|c| c.health_checks(shutdown.clone())),
         );
         let limits = self.rate_limits.clone();
         let sweep = async move {
@@ -156,7 +176,7 @@ impl Edge {
             }
         };
         async move {
-            tokio::join!(identity, sweep);
+            tokio::join!(identity, sweep, checks);
         }
     }
 }

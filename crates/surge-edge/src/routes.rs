@@ -37,6 +37,10 @@ pub struct Route {
     /// `browse`, `auth`, `admin`. Default `default`.
     #[serde(default = "default_class")]
     pub class: String,
+    /// Longest a call to a remote upstream may take on this route, retries included, in
+    /// milliseconds (504 after). Default: `edge.timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 fn default_authenticators() -> Vec<String> {
@@ -120,6 +124,7 @@ mod tests {
             authenticators: vec!["jwt".into()],
             cacheable: false,
             class: "default".into(),
+            timeout_ms: None,
         }
     }
 

@@ -77,6 +77,7 @@ fn edge() -> Edge {
         authenticators: vec!["jwt".into()],
         cacheable: false,
         class: "default".into(),
+        timeout_ms: None,
     };
     let routes = RouteTable::new(
         vec![

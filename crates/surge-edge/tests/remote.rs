@@ -16,7 +16,6 @@ use axum::routing::get;
 use common::{ADMIN, config, field, harness};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use surge_edge::config::IN_PROCESS;
 use surge_edge::{Edge, EdgeConfig};
 use surge_http::admin::AdminToken;
 use surge_http::envelope;
@@ -63,7 +62,7 @@ async fn a_remote_catalog_is_reached_over_pooled_http_and_a_dead_one_is_a_502() 
     let token = field(&h.signup("remote@example.com").await, "access_token");
     let mut cfg = EdgeConfig::default();
     cfg.upstreams
-        .insert("catalog".into(), format!("http://{addr}"));
+        .insert("catalog".into(), format!("http://{addr}").into());
     let edge = Edge::build(
         &cfg,
         h.store.clone(),
@@ -92,7 +91,7 @@ async fn a_remote_catalog_is_reached_over_pooled_http_and_a_dead_one_is_a_502() 
 async fn an_in_process_upstream_that_does_not_run_here_is_a_start_up_error() {
     let h = harness(config()).await;
     let cfg = EdgeConfig::default();
-    assert_eq!(cfg.upstreams["catalog"], IN_PROCESS);
+    assert!(cfg.upstreams["catalog"].in_process());
     let err = Edge::build(
         &cfg,
         h.store.clone(),

@@ -2,13 +2,15 @@
 //!
 //! An upstream is any `tower::Service` answering `Response`s: in all-in-one mode the
 //! role's own router, called in process with no socket hop; in scale-out mode a
-//! [`super::remote::Remote`] (a pooled HTTP client to another node). The pipeline above
-//! does not know which.
+//! [`Cluster`] of nodes on other machines (balancing, retries, breakers, health). The
+//! pipeline above does not know which. Calls to a cluster carry the route's deadline
+//! (`timeout_ms`), which bounds the retries too.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -18,7 +20,7 @@ use surge_http::{Problem, ProblemKind};
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
-use super::remote::Remote;
+use crate::cluster::{Cluster, Deadline};
 use crate::routes::RouteTable;
 
 /// One upstream: a role's router in this process, or a node reached over HTTP. An enum
@@ -28,8 +30,8 @@ use crate::routes::RouteTable;
 pub enum Upstream {
     /// A role running in this process.
     Local(Router),
-    /// A role on another node.
-    Remote(Remote),
+    /// A role on other nodes.
+    Cluster(Cluster),
 }
 
 /// An in-process upstream over a role's router.
@@ -42,11 +44,17 @@ pub fn upstream(router: Router) -> Upstream {
 pub struct Dispatch {
     routes: Arc<RouteTable>,
     upstreams: Arc<HashMap<String, Upstream>>,
+    timeout: Duration,
 }
 
 impl Dispatch {
-    /// A dispatcher; every route's upstream must be in `upstreams`.
-    pub fn new(routes: RouteTable, upstreams: HashMap<String, Upstream>) -> Result<Self, String> {
+    /// A dispatcher; every route's upstream must be in `upstreams`. `timeout` bounds
+    /// calls to remote upstreams on routes without their own `timeout_ms`.
+    pub fn new(
+        routes: RouteTable,
+        upstreams: HashMap<String, Upstream>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         if let Some(r) = routes
             .routes()
             .iter()
@@ -64,6 +72,7 @@ impl Dispatch {
         Ok(Dispatch {
             routes: Arc::new(routes),
             upstreams: Arc::new(upstreams),
+            timeout,
         })
     }
 }
@@ -72,8 +81,8 @@ impl Dispatch {
 pub enum DispatchFuture {
     /// Calling an in-process router.
     Local(Oneshot<Router, Request<Body>>),
-    /// Calling a remote node.
-    Remote(Oneshot<Remote, Request<Body>>),
+    /// Calling a cluster of remote nodes.
+    Remote(Oneshot<Cluster, Request<Body>>),
     /// No route (the authentication layer normally answers this first).
     NoRoute(Option<Response>),
 }
@@ -102,14 +111,20 @@ impl Service<Request<Body>> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let upstream = self
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let found = self
             .routes
             .find(request.uri().path())
-            .and_then(|r| self.upstreams.get(&r.upstream));
-        match upstream {
-            Some(Upstream::Local(r)) => DispatchFuture::Local(r.clone().oneshot(request)),
-            Some(Upstream::Remote(r)) => DispatchFuture::Remote(r.clone().oneshot(request)),
+            .and_then(|r| Some((r, self.upstreams.get(&r.upstream)?)));
+        match found {
+            Some((_, Upstream::Local(r))) => DispatchFuture::Local(r.clone().oneshot(request)),
+            Some((route, Upstream::Cluster(c))) => {
+                let timeout = route.timeout_ms.map_or(self.timeout, Duration::from_millis);
+                request
+                    .extensions_mut()
+                    .insert(Deadline(tokio::time::Instant::now() + timeout));
+                DispatchFuture::Remote(c.clone().oneshot(request))
+            }
             None => DispatchFuture::NoRoute(Some(
                 Problem::new(ProblemKind::NoRoute, "no route serves this path").into_response(),
             )),

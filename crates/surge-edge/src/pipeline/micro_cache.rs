@@ -369,6 +369,7 @@ mod tests {
             authenticators: vec![],
             cacheable,
             class: "browse".into(),
+            timeout_ms: None,
         };
         Arc::new(
             RouteTable::new(vec![route("/products", true), route("/auth", false)], &[]).unwrap(),

@@ -445,6 +445,7 @@ mod tests {
             authenticators: vec![],
             cacheable: false,
             class: class.into(),
+            timeout_ms: None,
         };
         Arc::new(
             RouteTable::new(

@@ -1,33 +1,35 @@
-//! An upstream on another node: a pooled HTTP/1.1 client (hyper) to one base URL.
+//! One node on another machine: a pooled HTTP/1.1 client (hyper) to one base URL.
 //!
 //! Connections are kept alive and reused (`pool_max_idle_per_host`). Hop-by-hop headers
-//! are dropped on the way in, `x-forwarded-for` gets the client address. A node that
-//! cannot be reached or breaks the exchange is a 502 `bad-gateway`; a slow one is cut by
-//! the request-limits layer's timeout (504). Health checks, balancing and breakers
-//! across several nodes come with the routing layers (issue 4).
+//! are dropped on the way ([`forwarded_headers`]), `x-forwarded-for` gets the client
+//! address. What to do when a node fails (other nodes, retries, breakers) is the
+//! [`crate::cluster`]'s business; this client only reports how the exchange went.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::task::{Context, Poll};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::response::{IntoResponse, Response};
-use futures_util::future::BoxFuture;
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderValue, Request, Uri};
-use hyper_util::client::legacy::Client;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::TokioExecutor;
-use surge_http::{Problem, ProblemKind};
-use tower::Service;
 
-/// A remote upstream.
+/// A client for one node.
 #[derive(Clone)]
 pub struct Remote {
     base: Uri,
     client: Client<HttpConnector, Body>,
+}
+
+/// How an exchange with a node went wrong.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection could be made: the request never reached the node.
+    Connect(String),
+    /// The exchange broke after the request may have been sent.
+    Broken(String),
 }
 
 impl Remote {
@@ -37,7 +39,10 @@ impl Remote {
         let uri: Uri = base
             .parse()
             .map_err(|e| format!("upstream URL {base:?}: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        if uri.scheme_str() != Some("http")
+            || uri.authority().is_none()
+            || uri.path_and_query().is_some_and(|p| p.as_str() != "/")
+        {
             return Err(format!(
                 "upstream URL {base:?} must be http://host:port (TLS ends at the edge)"
             ));
@@ -51,58 +56,63 @@ impl Remote {
             .build(connector);
         Ok(Remote { base: uri, client })
     }
-}
 
-impl Service<Request<Body>> for Remote {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    /// The node's base URL.
+    pub fn base(&self) -> &Uri {
+        &self.base
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+    /// Sends one request (`path_and_query` relative to the base; headers already passed
+    /// through [`forwarded_headers`]).
+    pub fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Body,
+    ) -> Result<Exchange, SendError> {
         let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = path.parse().ok();
-        let client = self.client.clone();
-        Box::pin(async move {
-            let Ok(uri) = Uri::from_parts(parts) else {
-                return Ok(
-                    Problem::new(ProblemKind::BadRequest, "bad request target").into_response()
-                );
-            };
-            *request.uri_mut() = uri;
-            let peer = request
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
-            let headers = request.headers_mut();
-            for h in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, HOST] {
-                headers.remove(h);
-            }
-            headers.remove("keep-alive");
-            headers.remove("proxy-connection");
-            if let Some(ip) = peer
-                && let Ok(v) = HeaderValue::try_from(ip.to_string())
-            {
-                headers.insert("x-forwarded-for", v);
-            }
-            match client.request(request).await {
-                Ok(response) => Ok(response.map(Body::new)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream call failed");
-                    Ok(
-                        Problem::new(ProblemKind::BadGateway, "the upstream could not be reached")
-                            .into_response(),
-                    )
-                }
+        parts.path_and_query = Some(
+            path_and_query
+                .parse()
+                .map_err(|e| SendError::Broken(format!("bad request target: {e}")))?,
+        );
+        let uri =
+            Uri::from_parts(parts).map_err(|e| SendError::Broken(format!("bad target: {e}")))?;
+        let mut request = Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(Exchange(self.client.request(request)))
+    }
+}
+
+/// A request on its way to a node.
+pub struct Exchange(ResponseFuture);
+
+impl Exchange {
+    /// The node's answer, or how the exchange failed.
+    pub async fn answer(self) -> Result<Response<Incoming>, SendError> {
+        self.0.await.map_err(|e| {
+            if e.is_connect() {
+                SendError::Connect(e.to_string())
+            } else {
+                SendError::Broken(e.to_string())
             }
         })
+    }
+}
+
+/// Drops hop-by-hop headers and sets `x-forwarded-for` to the client's address.
+pub fn forwarded_headers(headers: &mut HeaderMap, peer: Option<IpAddr>) {
+    for h in [CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, HOST] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if let Some(ip) = peer
+        && let Ok(v) = HeaderValue::try_from(ip.to_string())
+    {
+        headers.insert("x-forwarded-for", v);
     }
 }

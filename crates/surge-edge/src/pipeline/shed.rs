@@ -444,6 +444,7 @@ mod tests {
                     authenticators: vec![],
                     cacheable: false,
                     class: "browse".into(),
+                    timeout_ms: None,
                 }],
                 &[],
             )
