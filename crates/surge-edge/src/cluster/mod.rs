@@ -396,7 +396,7 @@ impl Cluster {
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = every.tick() => this.check_all(&config).await,
+                    _ = every.tick() => this.check_health().await,
                     _ = shutdown.changed() => {}
                 }
                 if *shutdown.borrow() {
@@ -406,7 +406,9 @@ impl Cluster {
         }
     }
 
-    async fn check_all(&self, config: &HealthConfig) {
+    /// One round of active health checks on every node.
+    pub async fn check_health(&self) {
+        let config = &self.0.config.health;
         let checks = self.0.nodes.iter().map(|node| async move {
             let timeout = Duration::from_millis(config.timeout_ms);
             let ok = match node.remote.send(
