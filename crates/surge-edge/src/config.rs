@@ -24,7 +24,7 @@ pub enum UpstreamSpec {
     /// `in-process` or `http://host:port`.
     At(String),
     /// Nodes on other machines and how to use them.
-    Cluster(ClusterConfig),
+    Cluster(Box<ClusterConfig>),
 }
 
 impl From<&str> for UpstreamSpec {
@@ -50,7 +50,7 @@ impl UpstreamSpec {
         match self {
             UpstreamSpec::At(at) if at == IN_PROCESS => None,
             UpstreamSpec::At(at) => Some(ClusterConfig::single(at)),
-            UpstreamSpec::Cluster(c) => Some(c.clone()),
+            UpstreamSpec::Cluster(c) => Some(c.as_ref().clone()),
         }
     }
 }

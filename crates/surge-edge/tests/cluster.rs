@@ -58,10 +58,7 @@ impl Node {
     }
 }
 
-async fn product(
-    state: Arc<NodeState>,
-    Path(id): Path<String>,
-) -> axum::response::Response {
+async fn product(state: Arc<NodeState>, Path(id): Path<String>) -> axum::response::Response {
     state.seen.lock().unwrap().push(format!("/products/{id}"));
     match state.mode.load(Ordering::SeqCst) {
         1 => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
@@ -256,7 +253,10 @@ async fn a_killed_node_keys_move_to_the_others_with_no_failed_request() {
     let c = cluster(config(&nodes));
     let ids: Vec<String> = (0..90).map(|k| format!("K{k:03}")).collect();
     for id in &ids {
-        assert_eq!(get_path(&c, &format!("/products/{id}")).await.0, StatusCode::OK);
+        assert_eq!(
+            get_path(&c, &format!("/products/{id}")).await.0,
+            StatusCode::OK
+        );
     }
     let victim = 1;
     nodes[victim].kill.send(true).unwrap();
@@ -269,7 +269,11 @@ async fn a_killed_node_keys_move_to_the_others_with_no_failed_request() {
         if c.owner(id) == Some(victim) {
             moved_to.insert(now);
         } else {
-            assert_eq!(Some(now), c.owner(id), "{id} moved though its node is alive");
+            assert_eq!(
+                Some(now),
+                c.owner(id),
+                "{id} moved though its node is alive"
+            );
         }
     }
     assert!(!moved_to.is_empty(), "no key of the killed node was asked");
@@ -352,9 +356,17 @@ async fn an_open_breaker_fails_fast_without_calling_the_node() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((59..=60).contains(&retry_after), "{retry_after}");
-    assert_eq!(nodes[0].served("/products/"), 4, "an open breaker called the node");
+    assert_eq!(
+        nodes[0].served("/products/"),
+        4,
+        "an open breaker called the node"
+    );
 }
 
 #[tokio::test]

@@ -42,8 +42,15 @@ impl Surge {
 
     /// Starts `surge up` on a free port and waits for its `listening on` line.
     fn spawn(data_dir: &Path) -> Surge {
+        Self::spawn_with(&["up"], data_dir)
+    }
+
+    /// Starts `surge <command…>` on a free port with `data_dir` and waits for its
+    /// `listening on` line.
+    fn spawn_with(command: &[&str], data_dir: &Path) -> Surge {
         let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(command)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env("SURGE_ADMIN_TOKEN", TOKEN)
             .env("SURGE_LOG__FORMAT", "pretty")
@@ -420,4 +427,106 @@ fn config_dump_prints_the_effective_configuration() {
         .expect("run");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cache.max_bytes"));
+}
+
+/// Sums the values of every series of `metric` in a Prometheus text page.
+fn metric_sum(page: &str, metric: &str) -> f64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Three catalog processes on one store behind an edge process that lists them as
+/// nodes: every product is loaded into exactly one node's cache (consistent hashing),
+/// and killing a node with SIGKILL fails no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_spreads_products_over_three_catalog_processes_and_survives_losing_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = Http::new();
+    let data = dir.path().join("catalog");
+    let ready = |s: &Surge| format!("{}/readyz", s.base);
+    // One node projects; all three serve reads from the shared store.
+    let mut nodes = Vec::new();
+    for roles in ["catalog,projector", "catalog", "catalog"] {
+        let node = Surge::spawn_with(&["serve", "--roles", roles], &data);
+        wait_for(&http, &ready(&node), 200, Duration::from_secs(60)).await;
+        nodes.push(node);
+    }
+    let products = 30;
+    for n in 0..products {
+        let url = format!("{}/admin/products/K{n:05}", nodes[0].base);
+        let (s, _) = http.send("PUT", &url, Some(product(n))).await.expect("put");
+        assert_eq!(s, 201);
+    }
+    let projector = format!("{}/admin/projector", nodes[0].base);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http.get_json(&projector).await.1["caught_up"] != true {
+        assert!(Instant::now() < deadline, "the projector never caught up");
+        tokio::task::yield_now().await;
+    }
+
+    let node_list: Vec<String> = nodes.iter().map(|n| format!("{:?}", n.base)).collect();
+    let config = dir.path().join("edge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[edge.upstreams.catalog]\nnodes = [{}]\n[edge.upstreams.catalog.health]\ninterval_ms = 500\n[edge.micro_cache]\nttl_ms = 0\n",
+            node_list.join(", ")
+        ),
+    )
+    .unwrap();
+    let edge = Surge::spawn_with(
+        &[
+            "serve",
+            "--roles",
+            "edge",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &dir.path().join("edge"),
+    );
+    for round in 0..3 {
+        for n in 0..products {
+            let (s, doc) = http
+                .get_json(&format!("{}/products/K{n:05}", edge.base))
+                .await;
+            assert_eq!((s, doc), (200, product(n)), "round {round}");
+        }
+    }
+    // Each product was loaded once, by the one node owning it; the other reads hit (the
+    // edge's micro-cache is off so that every read reaches a node).
+    let mut misses = Vec::new();
+    let mut hits = 0.0;
+    for node in &nodes {
+        let (_, page) = http
+            .send("GET", &format!("{}/metrics", node.base), None)
+            .await
+            .expect("metrics");
+        let page = String::from_utf8_lossy(&page).into_owned();
+        misses.push(metric_sum(&page, "surge_cache_misses_total"));
+        hits += metric_sum(&page, "surge_cache_hits_total");
+    }
+    assert_eq!(
+        misses.iter().sum::<f64>(),
+        products as f64,
+        "misses per node {misses:?}"
+    );
+    assert!(
+        misses.iter().all(|&m| m > 0.0),
+        "a node got no product: {misses:?}"
+    );
+    assert_eq!(hits, 2.0 * products as f64);
+
+    // SIGKILL one node: its products move to the others, no request fails.
+    nodes.pop().expect("node").kill9();
+    for n in 0..products {
+        let (s, doc) = http
+            .get_json(&format!("{}/products/K{n:05}", edge.base))
+            .await;
+        assert_eq!((s, doc), (200, product(n)), "after the kill");
+    }
 }

@@ -153,7 +153,6 @@ impl Cluster {
                     &headers,
                     Replay::Bytes(bytes::Bytes::new()),
                     target_of(members),
-                    true,
                     deadline,
                 )
                 .await;
@@ -171,7 +170,6 @@ impl Cluster {
                     headers,
                     Replay::Bytes(bytes::Bytes::new()),
                     target,
-                    true,
                     deadline,
                 )
                 .await

@@ -328,13 +328,13 @@ impl Cluster {
         }
         let names: Vec<&str> = nodes.iter().map(|n| n.url.as_str()).collect();
         let ring = Ring::new(&names, config.ring_points);
-        let label = ("upstream", name.to_owned());
+        let label = [("upstream", name.to_owned())];
         let metrics = ClusterMetrics {
-            retries: counter!(RETRIES_TOTAL, &[label.clone()]),
-            budget_exhausted: counter!(BUDGET_EXHAUSTED_TOTAL, &[label.clone()]),
-            fail_fast: counter!(FAIL_FAST_TOTAL, &[label.clone()]),
-            spills: counter!(SPILLS_TOTAL, &[label.clone()]),
-            fanouts: counter!(FANOUTS_TOTAL, &[label]),
+            retries: counter!(RETRIES_TOTAL, &label),
+            budget_exhausted: counter!(BUDGET_EXHAUSTED_TOTAL, &label),
+            fail_fast: counter!(FAIL_FAST_TOTAL, &label),
+            spills: counter!(SPILLS_TOTAL, &label),
+            fanouts: counter!(FANOUTS_TOTAL, &label),
         };
         let budget = TpsBudget::new(
             Duration::from_secs(10),
@@ -577,10 +577,10 @@ impl Cluster {
         headers: &HeaderMap,
         mut body: Replay,
         target: Target,
-        retryable: bool,
         deadline: Instant,
     ) -> Response {
         let retry = &self.0.config.retry;
+        let retryable = retry::may_retry(&method, headers);
         let retries_possible = retryable && retry.attempts > 1;
         if retries_possible {
             self.0.budget.deposit();
@@ -632,11 +632,11 @@ impl Cluster {
             let give_up = !again || !retries_possible || attempt >= retry.attempts;
             let wait = retry.backoff(attempt);
             if give_up || Instant::now() + wait >= deadline {
-                return self.answer(outcome, node, deadline);
+                return self.answer(outcome, node);
             }
             if !self.0.budget.withdraw() {
                 self.0.metrics.budget_exhausted.increment(1);
-                return self.answer(outcome, node, deadline);
+                return self.answer(outcome, node);
             }
             self.0.metrics.retries.increment(1);
             tracing::debug!(upstream = %self.0.name, node = %node.url, attempt, "retrying on another node");
@@ -644,7 +644,7 @@ impl Cluster {
         }
     }
 
-    fn answer(&self, outcome: Outcome, node: &Node, _deadline: Instant) -> Response {
+    fn answer(&self, outcome: Outcome, node: &Node) -> Response {
         match outcome {
             Outcome::Answer(r) | Outcome::ServerError(r) => r,
             Outcome::Broken(e) => {
@@ -739,7 +739,6 @@ impl Cluster {
             &headers,
             body,
             target,
-            retryable,
             deadline,
         )
         .await
