@@ -28,6 +28,19 @@ const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(10);
 /// Name of the identity upstream (always in the edge's process).
 pub const IDENTITY: &str = "identity";
 
+/// Routes the edge answers itself when their configured upstream is remote.
+const OWN_OPS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The edge's own liveness, readiness and metrics (served by the in-process identity
+/// upstream; used when the catalog is remote).
+fn ops_router() -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(surge_http::metrics::render))
+}
+
 /// The edge's tower pipeline, top to bottom (cheap to clone: shared state is behind `Arc`s).
 pub type Pipeline = Limit<RateLimit<Authenticate<RateLimit<MicroCached<Shed<Dispatch>>>>>>;
 
@@ -54,6 +67,7 @@ impl Edge {
         mut in_process: HashMap<String, Upstream>,
     ) -> Result<Edge, String> {
         config.validate()?;
+        surge_http::metrics::install();
         let identity = Identity::open(config.identity.clone(), store.clone()).await?;
         feed::catch_up(&identity, &StoreLog(store.clone()), 0)
             .await
@@ -61,11 +75,9 @@ impl Edge {
         let keys = identity.keys().envelope();
         in_process.insert(
             IDENTITY.to_owned(),
-            upstream(identity::http::router(
-                identity.clone(),
-                keys.clone(),
-                admin,
-            )),
+            upstream(
+                identity::http::router(identity.clone(), keys.clone(), admin).merge(ops_router()),
+            ),
         );
         let mut upstreams = HashMap::new();
         let mut clusters = Vec::new();
@@ -100,7 +112,17 @@ impl Edge {
             Arc::new(ApiKeyAuthenticator::new(config.api_keys.clone())?),
         );
         let names: Vec<&str> = authenticators.keys().map(String::as_str).collect();
-        let routes = RouteTable::new(config.routes.clone(), &names)?;
+        let mut table = config.routes.clone();
+        for r in &mut table {
+            // An edge in front of remote nodes answers for itself: its liveness and its
+            // metrics are not those of a random catalog node.
+            if OWN_OPS.contains(&r.prefix.as_str())
+                && matches!(upstreams.get(&r.upstream), Some(Upstream::Cluster(_)))
+            {
+                r.upstream = IDENTITY.to_owned();
+            }
+        }
+        let routes = RouteTable::new(table, &names)?;
         let dispatch = Dispatch::new(
             routes.clone(),
             upstreams,

@@ -521,6 +521,19 @@ async fn an_edge_spreads_products_over_three_catalog_processes_and_survives_losi
     );
     assert_eq!(hits, 2.0 * products as f64);
 
+    // The edge answers for itself: its own metrics, not a catalog node's.
+    let (s, page) = http
+        .send("GET", &format!("{}/metrics", edge.base), None)
+        .await
+        .expect("edge metrics");
+    let page = String::from_utf8_lossy(&page).into_owned();
+    assert_eq!(s, 200);
+    assert!(
+        metric_sum(&page, "surge_edge_upstream_calls_total") >= 3.0 * products as f64,
+        "{page}"
+    );
+    assert_eq!(metric_sum(&page, "surge_cache_hits_total"), 0.0);
+
     // SIGKILL one node: its products move to the others, no request fails.
     nodes.pop().expect("node").kill9();
     for n in 0..products {
