@@ -31,7 +31,7 @@ LOADGEN=$TARGET/release/examples/loadgen
 PORT=18110
 WORK=$(mktemp -d /tmp/surge-traffic-bench.XXXXXX)
 export SURGE_ADMIN_TOKEN=bench
-ulimit -n 65536 2>/dev/null || ulimit -n 4096
+ulimit -n "$(ulimit -Hn)"
 for tool in wrk curl taskset bc; do command -v $tool >/dev/null || { echo "missing $tool (apt-get install wrk curl util-linux bc)"; exit 1; }; done
 [ -x "$SURGE" ] || { echo "build first: cargo build --release -p surge"; exit 1; }
 [ -x "$LOADGEN" ] || { echo "build first: cargo build --release -p surge-edge --example loadgen"; exit 1; }

@@ -246,9 +246,17 @@ impl Drop for Permit {
     }
 }
 
+/// Header naming why a request was shed (`queue_full`, `queue_timeout`, `evicted`).
+pub const SHED_HEADER: &str = "x-surge-shed";
+
 fn shed(class: &str, reason: &'static str) -> Response {
     metrics::counter!(SHED_TOTAL, "class" => class.to_owned(), "reason" => reason).increment(1);
-    Problem::unavailable("the service is at capacity; try again shortly", 1).into_response()
+    Problem::unavailable("the service is at capacity; try again shortly", 1)
+        .with_header(
+            http::HeaderName::from_static(SHED_HEADER),
+            http::HeaderValue::from_static(reason),
+        )
+        .into_response()
 }
 
 /// The layer.
