@@ -445,6 +445,7 @@ mod tests {
                     cacheable: false,
                     class: "browse".into(),
                     timeout_ms: None,
+                    fallback: None,
                 }],
                 &[],
             )
