@@ -99,9 +99,7 @@ impl ProblemKind {
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ProblemKind::Unavailable | ProblemKind::SwitchedOff => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProblemKind::Unavailable | ProblemKind::SwitchedOff => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::BadGateway => StatusCode::BAD_GATEWAY,
             ProblemKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

@@ -300,7 +300,12 @@ async fn kill_switches(s: &dyn IdentityStore) {
         .await
         .unwrap();
     assert_eq!(
-        (a.target.as_str(), a.off, a.reason.as_str(), a.actor.as_deref()),
+        (
+            a.target.as_str(),
+            a.off,
+            a.reason.as_str(),
+            a.actor.as_deref()
+        ),
         ("route:/products", true, "carousel melts", Some("ops-anna"))
     );
     assert!(a.seq > 0);
