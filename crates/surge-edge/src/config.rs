@@ -87,6 +87,10 @@ pub struct EdgeConfig {
     pub rate_limit_max_keys: usize,
     /// Accounts, tokens, keys, revocation.
     pub identity: IdentityConfig,
+    /// How often each edge node reads kill-switch changes made on other nodes, in
+    /// milliseconds (1..=60,000). Changes apply at once on the node that made them.
+    /// Default 1,000.
+    pub switch_poll_ms: u64,
 }
 
 impl Default for EdgeConfig {
@@ -137,6 +141,7 @@ impl Default for EdgeConfig {
                 },
             ],
             identity: IdentityConfig::default(),
+            switch_poll_ms: 1_000,
         }
     }
 }
@@ -151,6 +156,7 @@ pub fn default_routes() -> Vec<Route> {
         cacheable: false,
         class: class.into(),
         timeout_ms: None,
+        fallback: None,
     };
     // Catalog reads: anyone; an identity (user or partner) is passed on when given.
     let browse = |prefix: &str| Route {
@@ -176,6 +182,7 @@ pub fn default_routes() -> Vec<Route> {
         route("/.well-known", "identity", Access::Public, "ops"),
         route("/admin/sessions", "identity", Access::Admin, "admin"),
         route("/admin/users", "identity", Access::Admin, "admin"),
+        route("/admin/switches", "identity", Access::Admin, "admin"),
     ]
 }
 
@@ -184,6 +191,12 @@ impl EdgeConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.max_body_bytes == 0 || self.timeout_ms == 0 {
             return Err("edge.max_body_bytes and edge.timeout_ms must be > 0".into());
+        }
+        if !(1..=60_000).contains(&self.switch_poll_ms) {
+            return Err(format!(
+                "edge.switch_poll_ms must be 1..=60000, got {}",
+                self.switch_poll_ms
+            ));
         }
         for (name, spec) in &self.upstreams {
             match spec {

@@ -16,11 +16,13 @@ use crate::identity::feed::{self, StoreLog};
 use crate::identity::{self, Identity};
 use crate::pipeline::authenticate::{AuthSetup, Authenticate, AuthenticateLayer};
 use crate::pipeline::dispatch::{Dispatch, Upstream, upstream};
+use crate::pipeline::kill_switch::{KillSwitch, KillSwitchLayer};
 use crate::pipeline::micro_cache::{MicroCache, MicroCacheLayer, MicroCached};
 use crate::pipeline::rate_limit::{KeyBy, RateLimit, RateLimitLayer, RateLimits};
 use crate::pipeline::request_limits::{Limit, RequestLimits, RequestLimitsLayer};
 use crate::pipeline::shed::{Shed, ShedLayer, Shedding};
 use crate::routes::RouteTable;
+use crate::switches::{self, Switches};
 
 /// How often rate-limit keys whose budget is full again are dropped.
 const RATE_LIMIT_SWEEP: Duration = Duration::from_secs(10);
@@ -42,7 +44,8 @@ fn ops_router() -> axum::Router {
 }
 
 /// The edge's tower pipeline, top to bottom (cheap to clone: shared state is behind `Arc`s).
-pub type Pipeline = Limit<RateLimit<Authenticate<RateLimit<MicroCached<Shed<Dispatch>>>>>>;
+pub type Pipeline =
+    Limit<KillSwitch<RateLimit<Authenticate<RateLimit<MicroCached<Shed<Dispatch>>>>>>>;
 
 /// A built edge.
 pub struct Edge {
@@ -54,6 +57,7 @@ pub struct Edge {
     pub clusters: Vec<Cluster>,
     store: Arc<dyn IdentityStore>,
     rate_limits: Arc<RateLimits>,
+    switches: Arc<Switches>,
 }
 
 impl Edge {
@@ -73,10 +77,21 @@ impl Edge {
             .await
             .map_err(|e| format!("cannot read the revocation log: {e}"))?;
         let keys = identity.keys().envelope();
+        let switches = Arc::new(Switches::new(
+            &config.routes,
+            store.clone(),
+            Duration::from_millis(config.switch_poll_ms),
+        )?);
+        switches
+            .load()
+            .await
+            .map_err(|e| format!("cannot read the kill switches: {e}"))?;
         in_process.insert(
             IDENTITY.to_owned(),
             upstream(
-                identity::http::router(identity.clone(), keys.clone(), admin).merge(ops_router()),
+                identity::http::router(identity.clone(), keys.clone(), admin.clone())
+                    .merge(ops_router())
+                    .merge(switches::http::router(switches.clone(), admin)),
             ),
         );
         let mut upstreams = HashMap::new();
@@ -152,6 +167,7 @@ impl Edge {
                 max_body_bytes: config.max_body_bytes,
                 timeout: Duration::from_millis(config.timeout_ms),
             }))
+            .layer(KillSwitchLayer::new(switches.clone()))
             .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::Ip))
             .layer(auth)
             .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::User))
@@ -164,11 +180,18 @@ impl Edge {
             clusters,
             store,
             rate_limits,
+            switches,
         })
     }
 
+    /// The kill switches (for the upkeep task, tools and tests).
+    pub fn switches(&self) -> &Arc<Switches> {
+        &self.switches
+    }
+
     /// The background upkeep (revocation log, filter generations, key rotation, pruning,
-    /// rate-limit key sweeps, health checks of remote nodes) until `shutdown` turns true.
+    /// rate-limit key sweeps, health checks of remote nodes, other nodes' kill-switch
+    /// changes) until `shutdown` turns true.
     pub fn upkeep(
         &self,
         shutdown: watch::Receiver<bool>,
@@ -183,6 +206,7 @@ impl Edge {
                 .iter()
                 .map(|c| c.health_checks(shutdown.clone())),
         );
+        let switches = switches::run(self.switches.clone(), shutdown.clone());
         let limits = self.rate_limits.clone();
         let sweep = async move {
             let mut shutdown = shutdown;
@@ -198,7 +222,7 @@ impl Edge {
             }
         };
         async move {
-            tokio::join!(identity, sweep, checks);
+            tokio::join!(identity, sweep, checks, switches);
         }
     }
 }

@@ -3,7 +3,8 @@
 //! access tokens silently, signs an Envelope for the upstream and calls it — in process
 //! or over HTTP on a [`cluster`] of nodes (consistent hashing with bounded load, retries,
 //! circuit breakers, health checks). The identity service ([`identity`]) owns accounts, sessions, refresh
-//! tokens, revocations and signing keys. Upstreams verify the Envelope with
+//! tokens, revocations and signing keys; [`switches`] are the operators' kill switches.
+//! Upstreams verify the Envelope with
 //! `surge_http::envelope`, without depending on this crate. [`Edge::build`] assembles it
 //! all from an [`EdgeConfig`].
 
@@ -14,6 +15,7 @@ mod edge;
 pub mod identity;
 pub mod pipeline;
 pub mod routes;
+pub mod switches;
 
 pub use config::EdgeConfig;
 pub use edge::{Edge, IDENTITY, Pipeline};

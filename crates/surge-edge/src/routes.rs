@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::kill_switch::Fallback;
+
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -41,6 +43,10 @@ pub struct Route {
     /// milliseconds (504 after). Default: `edge.timeout_ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// What the route answers while a kill switch has it off (default: a 503 problem
+    /// `switched-off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
 }
 
 fn default_authenticators() -> Vec<String> {
@@ -125,6 +131,7 @@ mod tests {
             cacheable: false,
             class: "default".into(),
             timeout_ms: None,
+            fallback: None,
         }
     }
 

@@ -78,6 +78,7 @@ fn edge() -> Edge {
         cacheable: false,
         class: "default".into(),
         timeout_ms: None,
+        fallback: None,
     };
     let routes = RouteTable::new(
         vec![

@@ -47,6 +47,8 @@ pub enum ProblemKind {
     TooManyRequests,
     /// 503: a dependency is unavailable; try again.
     Unavailable,
+    /// 503: an operator switched this route off for now (an edge kill switch).
+    SwitchedOff,
     /// 502: an upstream failed or answered something unusable.
     BadGateway,
     /// 504: an upstream did not answer in time.
@@ -74,6 +76,7 @@ impl ProblemKind {
             ProblemKind::ValidationFailed => "validation-failed",
             ProblemKind::TooManyRequests => "too-many-requests",
             ProblemKind::Unavailable => "unavailable",
+            ProblemKind::SwitchedOff => "switched-off",
             ProblemKind::BadGateway => "bad-gateway",
             ProblemKind::GatewayTimeout => "gateway-timeout",
             ProblemKind::Internal => "internal",
@@ -96,7 +99,7 @@ impl ProblemKind {
             ProblemKind::Conflict => StatusCode::CONFLICT,
             ProblemKind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
-            ProblemKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProblemKind::Unavailable | ProblemKind::SwitchedOff => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::BadGateway => StatusCode::BAD_GATEWAY,
             ProblemKind::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProblemKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,6 +123,7 @@ impl ProblemKind {
             ProblemKind::ValidationFailed => "Validation failed",
             ProblemKind::TooManyRequests => "Too many requests",
             ProblemKind::Unavailable => "Service unavailable",
+            ProblemKind::SwitchedOff => "Switched off",
             ProblemKind::BadGateway => "Bad gateway",
             ProblemKind::GatewayTimeout => "Gateway timeout",
             ProblemKind::Internal => "Internal error",
@@ -316,6 +320,7 @@ mod tests {
             ProblemKind::UnsupportedMediaType,
             ProblemKind::ValidationFailed,
             ProblemKind::Unavailable,
+            ProblemKind::SwitchedOff,
             ProblemKind::BadGateway,
             ProblemKind::GatewayTimeout,
             ProblemKind::Internal,

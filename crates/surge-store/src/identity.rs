@@ -10,6 +10,10 @@
 //!   (the token family) in the same transaction.
 //! - Every revocation (logout, admin ban, reuse) appends to the `revocations` log, whose
 //!   increasing `seq` lets every edge node follow it ([`IdentityStore::revocations`]).
+//! - Every change of a kill switch ([`IdentityStore::set_switch`]) takes the next value of
+//!   one counter row (`UPDATE … SET seq = seq + 1`), whose row lock is held until commit:
+//!   switch changes commit in `seq` order, so a node that has read everything up to a
+//!   `seq` can never see an older change appear later ([`IdentityStore::switches`]).
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
@@ -140,6 +144,23 @@ pub struct SigningKey {
     pub created_at_ms: i64,
 }
 
+/// The stored state of one kill switch of the edge (a route or a route class).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    /// What it switches: `route:<prefix>` or `class:<name>`.
+    pub target: String,
+    /// Whether the target is switched off.
+    pub off: bool,
+    /// Why, as the operator said.
+    pub reason: String,
+    /// Who changed it, if they said.
+    pub actor: Option<String>,
+    /// Position of the last change among all switch changes (increasing, commit order).
+    pub seq: i64,
+    /// When it last changed (the writer's clock; order by `seq`, not by this).
+    pub updated_at_ms: i64,
+}
+
 /// The identity store.
 #[async_trait]
 pub trait IdentityStore: Send + Sync + 'static {
@@ -196,6 +217,19 @@ pub trait IdentityStore: Send + Sync + 'static {
 
     /// Deletes keys of `purpose` created before `before_ms`, never the newest one.
     async fn retire_signing_keys(&self, purpose: &str, before_ms: i64) -> Result<u64>;
+
+    /// Sets a kill switch (creating its row on first use) and returns the stored state,
+    /// with a `seq` greater than that of every change committed before.
+    async fn set_switch(
+        &self,
+        target: &str,
+        off: bool,
+        reason: &str,
+        actor: Option<&str>,
+    ) -> Result<Switch>;
+
+    /// Switches changed after `after_seq` (0: every switch), oldest change first.
+    async fn switches(&self, after_seq: i64) -> Result<Vec<Switch>>;
 
     /// Closes the connections.
     async fn close(&self);
@@ -589,6 +623,84 @@ macro_rules! identity_store {
                 .map_err(StoreError::from_sqlx)?
                 .rows_affected();
                 Ok(n)
+            }
+
+            async fn set_switch(
+                &self,
+                target: &str,
+                off: bool,
+                reason: &str,
+                actor: Option<&str>,
+            ) -> Result<Switch> {
+                let started = std::time::Instant::now();
+                let at = now_ms();
+                let r = async {
+                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                    // The counter row's lock orders concurrent changes until commit.
+                    let seq = sqlx::query_scalar::<_, i64>(
+                        "UPDATE kill_switch_seq SET seq = seq + 1 WHERE id = 1 RETURNING seq",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    sqlx::query(
+                        "INSERT INTO kill_switches (target, off, reason, actor, seq, updated_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (target) DO UPDATE SET \
+                         off = excluded.off, reason = excluded.reason, actor = excluded.actor, \
+                         seq = excluded.seq, updated_at_ms = excluded.updated_at_ms",
+                    )
+                    .bind(target)
+                    .bind(off)
+                    .bind(reason)
+                    .bind(actor)
+                    .bind(seq)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    tx.commit().await.map_err(StoreError::from_sqlx)?;
+                    Ok(Switch {
+                        target: target.to_owned(),
+                        off,
+                        reason: reason.to_owned(),
+                        actor: actor.map(str::to_owned),
+                        seq,
+                        updated_at_ms: at,
+                    })
+                }
+                .await;
+                record($name, "set_switch", started, &r);
+                r
+            }
+
+            async fn switches(&self, after_seq: i64) -> Result<Vec<Switch>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let rows = sqlx::query(
+                        "SELECT target, off, reason, actor, seq, updated_at_ms FROM kill_switches \
+                         WHERE seq > $1 ORDER BY seq",
+                    )
+                    .bind(after_seq)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    rows.iter()
+                        .map(|row| {
+                            let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                            Ok(Switch {
+                                target: row.try_get(0).map_err(get)?,
+                                off: row.try_get(1).map_err(get)?,
+                                reason: row.try_get(2).map_err(get)?,
+                                actor: row.try_get(3).map_err(get)?,
+                                seq: row.try_get(4).map_err(get)?,
+                                updated_at_ms: row.try_get(5).map_err(get)?,
+                            })
+                        })
+                        .collect()
+                }
+                .await;
+                record($name, "switches", started, &r);
+                r
             }
 
             async fn close(&self) {

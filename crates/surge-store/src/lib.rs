@@ -19,7 +19,7 @@ use async_trait::async_trait;
 pub use error::StoreError;
 pub use identity::{
     Account, IdentityStore, NewAccount, NewSession, Profile, Refresh, Revocation, RevocationKind,
-    SigningKey,
+    SigningKey, Switch,
 };
 pub use model::{
     Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, StoredView, ViewBatch, ViewPut,

@@ -10,7 +10,7 @@
 pub(crate) enum Component {
     /// Products, offers, outbox, views.
     Catalog,
-    /// Accounts, sessions, refresh tokens, revocations, signing keys.
+    /// Accounts, sessions, refresh tokens, revocations, signing keys, kill switches.
     Identity,
 }
 
@@ -95,6 +95,25 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
          kind TEXT NOT NULL, subject TEXT NOT NULL, at_ms BIGINT NOT NULL, reason TEXT NOT NULL)",
             "CREATE TABLE signing_keys (kid TEXT PRIMARY KEY, purpose TEXT NOT NULL, \
          secret BYTEA NOT NULL, created_at_ms BIGINT NOT NULL)",
+        ],
+    },
+    Migration {
+        version: 4,
+        component: Component::Identity,
+        name: "identity: the edge's kill switches and their change counter",
+        sqlite: &[
+            "CREATE TABLE kill_switches (target TEXT PRIMARY KEY, off INTEGER NOT NULL, \
+         reason TEXT NOT NULL, actor TEXT, seq INTEGER NOT NULL UNIQUE, \
+         updated_at_ms INTEGER NOT NULL)",
+            "CREATE TABLE kill_switch_seq (id INTEGER PRIMARY KEY, seq INTEGER NOT NULL)",
+            "INSERT INTO kill_switch_seq (id, seq) VALUES (1, 0)",
+        ],
+        postgres: &[
+            "CREATE TABLE kill_switches (target TEXT PRIMARY KEY, off BOOLEAN NOT NULL, \
+         reason TEXT NOT NULL, actor TEXT, seq BIGINT NOT NULL UNIQUE, \
+         updated_at_ms BIGINT NOT NULL)",
+            "CREATE TABLE kill_switch_seq (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL)",
+            "INSERT INTO kill_switch_seq (id, seq) VALUES (1, 0)",
         ],
     },
 ];

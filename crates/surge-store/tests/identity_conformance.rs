@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use surge_store::{
     IdentityStore, NewAccount, NewSession, Profile, Refresh, RevocationKind, SigningKey,
-    StoreError, StoreOptions,
+    StoreError, StoreOptions, Switch,
 };
 
 struct Backend {
@@ -292,6 +292,92 @@ async fn signing_keys(s: &dyn IdentityStore) {
     assert_eq!(s.signing_keys("envelope").await.unwrap().len(), 1);
 }
 
+async fn kill_switches(s: &dyn IdentityStore) {
+    assert!(s.switches(0).await.unwrap().is_empty());
+    let before = now_ms();
+    let a = s
+        .set_switch("route:/products", true, "carousel melts", Some("ops-anna"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            a.target.as_str(),
+            a.off,
+            a.reason.as_str(),
+            a.actor.as_deref()
+        ),
+        ("route:/products", true, "carousel melts", Some("ops-anna"))
+    );
+    assert!(a.seq > 0);
+    assert!(a.updated_at_ms >= before && a.updated_at_ms <= now_ms());
+    let b = s
+        .set_switch("class:browse", true, "drop", None)
+        .await
+        .unwrap();
+    assert!(b.seq > a.seq);
+    assert_eq!(s.switches(0).await.unwrap(), vec![a.clone(), b.clone()]);
+    assert_eq!(s.switches(a.seq).await.unwrap(), vec![b.clone()]);
+    assert!(s.switches(b.seq).await.unwrap().is_empty());
+    // Switching back on replaces the row (one row per target) with a newer seq.
+    let c = s
+        .set_switch("route:/products", false, "fixed", None)
+        .await
+        .unwrap();
+    assert!(c.seq > b.seq);
+    assert_eq!(
+        c,
+        Switch {
+            target: "route:/products".into(),
+            off: false,
+            reason: "fixed".into(),
+            actor: None,
+            seq: c.seq,
+            updated_at_ms: c.updated_at_ms,
+        }
+    );
+    assert_eq!(s.switches(0).await.unwrap(), vec![b.clone(), c.clone()]);
+    assert_eq!(s.switches(b.seq).await.unwrap(), vec![c.clone()]);
+    // Unusual but valid text survives as it is.
+    let d = s
+        .set_switch("route:/a b/ü", true, "it's \"quoted\"", Some(""))
+        .await
+        .unwrap();
+    assert_eq!(s.switches(c.seq).await.unwrap(), vec![d]);
+}
+
+async fn concurrent_switch_changes_are_ordered(s: Arc<dyn IdentityStore>) {
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let target = format!("class:c{}", i % 4);
+            s.set_switch(&target, i % 2 == 0, &format!("change {i}"), None)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    let mut last = std::collections::HashMap::new();
+    for t in tasks {
+        let sw = t.await.unwrap();
+        seqs.push(sw.seq);
+        let e = last.entry(sw.target.clone()).or_insert(sw.clone());
+        if sw.seq > e.seq {
+            *e = sw;
+        }
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 24, "every change has its own seq");
+    // The stored row of each target is its last change, and rows come in seq order.
+    let stored = s.switches(0).await.unwrap();
+    assert_eq!(stored.len(), 4);
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+    for sw in &stored {
+        assert_eq!(Some(sw), last.get(&sw.target));
+    }
+}
+
 macro_rules! conformance {
     ($module:ident, $open:ident) => {
         mod $module {
@@ -331,6 +417,18 @@ macro_rules! conformance {
             async fn signing_keys() {
                 let b = $open().await;
                 super::signing_keys(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn kill_switches() {
+                let b = $open().await;
+                super::kill_switches(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_switch_changes_are_ordered() {
+                let b = $open().await;
+                super::concurrent_switch_changes_are_ordered(b.store.clone()).await;
             }
         }
     };

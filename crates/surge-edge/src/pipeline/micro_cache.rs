@@ -370,6 +370,7 @@ mod tests {
             cacheable,
             class: "browse".into(),
             timeout_ms: None,
+            fallback: None,
         };
         Arc::new(
             RouteTable::new(vec![route("/products", true), route("/auth", false)], &[]).unwrap(),

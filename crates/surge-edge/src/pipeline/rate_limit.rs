@@ -446,6 +446,7 @@ mod tests {
             cacheable: false,
             class: class.into(),
             timeout_ms: None,
+            fallback: None,
         };
         Arc::new(
             RouteTable::new(

@@ -453,6 +453,7 @@ mod tests {
                     cacheable: false,
                     class: "browse".into(),
                     timeout_ms: None,
+                    fallback: None,
                 }],
                 &[],
             )

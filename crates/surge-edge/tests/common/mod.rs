@@ -31,7 +31,7 @@ pub struct Harness {
     pub store: Arc<dyn IdentityStore>,
     /// Envelope headers the upstream received, by path.
     pub seen: Arc<Mutex<Vec<(String, String)>>>,
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
 }
 
 pub struct Reply {
@@ -60,11 +60,28 @@ impl Reply {
 }
 
 pub async fn harness(identity: IdentityConfig) -> Harness {
+    harness_with(EdgeConfig {
+        identity,
+        ..EdgeConfig::default()
+    })
+    .await
+}
+
+/// The whole edge built from `config` over a fresh SQLite store.
+pub async fn harness_with(config: EdgeConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("identity.db").display());
     let store = surge_store::open_identity(&url, &surge_store::StoreOptions::default())
         .await
         .unwrap();
+    node(config, store, Arc::new(dir)).await
+}
+
+async fn node(
+    config: EdgeConfig,
+    store: Arc<dyn IdentityStore>,
+    dir: Arc<tempfile::TempDir>,
+) -> Harness {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = seen.clone();
     let catalog = Router::new().route(
@@ -85,10 +102,6 @@ pub async fn harness(identity: IdentityConfig) -> Harness {
             }
         }),
     );
-    let config = EdgeConfig {
-        identity,
-        ..EdgeConfig::default()
-    };
     let mut in_process = HashMap::new();
     in_process.insert("catalog".to_owned(), upstream(catalog));
     let edge = Edge::build(&config, store.clone(), AdminToken::new(ADMIN), in_process)
@@ -111,6 +124,12 @@ pub fn config() -> IdentityConfig {
 }
 
 impl Harness {
+    /// Another edge node (or this one rebuilt, e.g. after a restart) on the same store,
+    /// with its own upstream recorder.
+    pub async fn node(&self, config: EdgeConfig) -> Harness {
+        node(config, self.store.clone(), self._dir.clone()).await
+    }
+
     pub async fn call(
         &self,
         method: &str,
