@@ -5,7 +5,7 @@
 //! one (at most `--connections`), as browsers do, so a slow server sees more concurrent
 //! requests rather than a slower client. Latency is timed from when a request was *due*
 //! (no coordinated omission). Answers are split into admitted (anything but 503/429),
-//! shed at once (503 with `x-surge-shed: queue_full`), shed later (other 503s — a queue
+//! shed at once (503 with `x-surge-shed: queue_full` or `overloaded`), shed later (other 503s — a queue
 //! timeout or an eviction — and 429s) and failed (no connection, broken exchange); each
 //! gets its own latency percentiles and a timeline per second.
 //!
@@ -149,7 +149,7 @@ async fn one(pool: &Pool, path: String) -> Outcome {
             let at_once = r
                 .headers()
                 .get("x-surge-shed")
-                .is_some_and(|v| v.as_bytes() == b"queue_full");
+                .is_some_and(|v| v.as_bytes() == b"queue_full" || v.as_bytes() == b"overloaded");
             if r.into_body().collect().await.is_err() {
                 pool.lost();
                 return Outcome::Failed;

@@ -127,6 +127,7 @@ impl Default for EdgeConfig {
                     queue_timeout_ms: 500,
                     lifo: true,
                     priority: false,
+                    max_lag_ms: 5.0,
                 },
                 ShedClass {
                     class: "auth".into(),
@@ -138,6 +139,7 @@ impl Default for EdgeConfig {
                     queue_timeout_ms: 2000,
                     lifo: false,
                     priority: false,
+                    max_lag_ms: 0.0,
                 },
             ],
             identity: IdentityConfig::default(),

@@ -20,7 +20,7 @@ use crate::pipeline::kill_switch::{KillSwitch, KillSwitchLayer};
 use crate::pipeline::micro_cache::{MicroCache, MicroCacheLayer, MicroCached};
 use crate::pipeline::rate_limit::{KeyBy, RateLimit, RateLimitLayer, RateLimits};
 use crate::pipeline::request_limits::{Limit, RequestLimits, RequestLimitsLayer};
-use crate::pipeline::shed::{Shed, ShedLayer, Shedding};
+use crate::pipeline::shed::{LoopLag, Shed, ShedLayer, Shedding};
 use crate::routes::RouteTable;
 use crate::switches::{self, Switches};
 
@@ -58,6 +58,7 @@ pub struct Edge {
     store: Arc<dyn IdentityStore>,
     rate_limits: Arc<RateLimits>,
     switches: Arc<Switches>,
+    lag: Arc<LoopLag>,
 }
 
 impl Edge {
@@ -172,7 +173,7 @@ impl Edge {
             .layer(auth)
             .layer(RateLimitLayer::new(rate_limits.clone(), KeyBy::User))
             .layer(MicroCacheLayer::new(micro_cache))
-            .layer(ShedLayer::new(shedding))
+            .layer(ShedLayer::new(shedding.clone()))
             .service(dispatch);
         Ok(Edge {
             service: pipeline,
@@ -180,6 +181,7 @@ impl Edge {
             clusters,
             store,
             rate_limits,
+            lag: shedding.lag(),
             switches,
         })
     }
@@ -207,6 +209,7 @@ impl Edge {
                 .map(|c| c.health_checks(shutdown.clone())),
         );
         let switches = switches::run(self.switches.clone(), shutdown.clone());
+        let lag = self.lag.clone().probe(shutdown.clone());
         let limits = self.rate_limits.clone();
         let sweep = async move {
             let mut shutdown = shutdown;
@@ -222,7 +225,7 @@ impl Edge {
             }
         };
         async move {
-            tokio::join!(identity, sweep, checks, switches);
+            tokio::join!(identity, sweep, checks, switches, lag);
         }
     }
 }

@@ -13,6 +13,14 @@
 //! response slower than `latency_target_ms` cuts the limit by 10 % (at most once per
 //! 100 ms), and every `limit` fast responses raise it by one, between `min_concurrency`
 //! and `max_concurrency`. A static limit is `adaptive = false`.
+//! **Event-loop lag** (as Node's `toobusy` or Envoy's overload manager): a concurrency
+//! limit only sees requests that are being worked on; when the process is CPU-bound,
+//! the waiting happens before that — requests sit in sockets until the runtime gets to
+//! them. A probe task measures how long a freshly woken task waits to run (an EWMA of
+//! `yield_now` round trips, every millisecond); above a class's `max_lag_ms`, new
+//! low-priority requests of that class are shed at once with a probability growing
+//! with the excess (all of them at twice the threshold), so the work admitted stays what
+//! the CPU can serve without a backlog.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -33,8 +41,8 @@ use tower::{Layer, Service, ServiceExt};
 use super::rate_limit::Caller;
 use crate::routes::RouteTable;
 
-/// Counter: requests shed, labelled `class` and `reason` (`queue_full`, `queue_timeout`,
-/// `evicted`).
+/// Counter: requests shed, labelled `class` and `reason` (`overloaded`, `queue_full`,
+/// `queue_timeout`, `evicted`).
 pub const SHED_TOTAL: &str = "surge_edge_shed_total";
 /// Gauge: the current concurrency limit of a class, labelled `class`.
 pub const LIMIT: &str = "surge_edge_concurrency_limit";
@@ -68,6 +76,10 @@ pub struct ShedClass {
     /// Every request of this class waits in the high-priority queue (e.g. checkout).
     #[serde(default)]
     pub priority: bool,
+    /// Event-loop lag, in ms, above which new low-priority requests of this class are
+    /// shed at once (probabilistically up to twice it). 0: never. Default 0.
+    #[serde(default)]
+    pub max_lag_ms: f64,
 }
 
 fn default_min() -> usize {
@@ -101,6 +113,70 @@ struct ClassState {
 pub struct Shedding {
     classes: HashMap<String, Arc<ClassState>>,
     routes: Arc<RouteTable>,
+    lag: Arc<LoopLag>,
+}
+
+/// The runtime's scheduling lag, measured by [`LoopLag::probe`].
+#[derive(Debug, Default)]
+pub struct LoopLag {
+    /// EWMA of the lag, in microseconds.
+    micros: std::sync::atomic::AtomicU64,
+}
+
+/// Gauge: the runtime's scheduling lag (EWMA), in seconds.
+pub const LOOP_LAG: &str = "surge_edge_loop_lag_seconds";
+
+impl LoopLag {
+    /// The current lag estimate, in ms.
+    pub fn ms(&self) -> f64 {
+        self.micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    /// Sets the estimate (tests).
+    pub fn set_ms(&self, ms: f64) {
+        self.micros
+            .store((ms * 1000.0) as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Measures the lag every millisecond until `shutdown` turns true.
+    pub async fn probe(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let gauge = metrics::gauge!(LOOP_LAG);
+        let mut ewma = 0.0f64;
+        let mut n = 0u32;
+        loop {
+            let t = std::time::Instant::now();
+            tokio::task::yield_now().await;
+            let sample = t.elapsed().as_secs_f64() * 1e6;
+            ewma += 0.25 * (sample - ewma);
+            self.micros
+                .store(ewma as u64, std::sync::atomic::Ordering::Relaxed);
+            n += 1;
+            if n.is_multiple_of(1000) {
+                gauge.set(ewma / 1e6);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(1)) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Whether to shed at `max_ms` (0: never): certainly from twice it, with a growing
+    /// probability above it.
+    fn shed(&self, max_ms: f64) -> bool {
+        if max_ms <= 0.0 {
+            return false;
+        }
+        let lag = self.ms();
+        if lag <= max_ms {
+            return false;
+        }
+        let p = ((lag - max_ms) / max_ms).min(1.0);
+        (crate::cluster::retry::random() % 10_000) as f64 / 10_000.0 < p
+    }
 }
 
 enum Admission {
@@ -152,7 +228,13 @@ impl Shedding {
         Ok(Shedding {
             classes: map,
             routes,
+            lag: Arc::new(LoopLag::default()),
         })
+    }
+
+    /// The event-loop lag estimate this shedding acts on (run [`LoopLag::probe`]).
+    pub fn lag(&self) -> Arc<LoopLag> {
+        self.lag.clone()
     }
 
     /// The current limit and in-flight count of `class`.
@@ -246,7 +328,8 @@ impl Drop for Permit {
     }
 }
 
-/// Header naming why a request was shed (`queue_full`, `queue_timeout`, `evicted`).
+/// Header naming why a request was shed (`overloaded`, `queue_full`, `queue_timeout`,
+/// `evicted`).
 pub const SHED_HEADER: &str = "x-surge-shed";
 
 fn shed(class: &str, reason: &'static str) -> Response {
@@ -373,6 +456,11 @@ where
             };
         };
         let high = class.spec.priority || request.extensions().get::<Caller>().is_some();
+        if !high && self.shedding.lag.shed(class.spec.max_lag_ms) {
+            return ShedFuture::Shed {
+                response: Some(shed(&class.spec.class, "overloaded")),
+            };
+        }
         match class.admit(high) {
             Admission::Now(permit) => ShedFuture::Running {
                 call: self.inner.call(request),
@@ -439,6 +527,7 @@ mod tests {
             queue_timeout_ms: 500,
             lifo: false,
             priority: false,
+            max_lag_ms: 0.0,
         }
     }
 
@@ -537,6 +626,38 @@ mod tests {
         let shedding = Arc::new(Shedding::new(&[c], routes()).unwrap());
         let svc = ShedLayer::new(shedding.clone()).layer(gate.service());
         (shedding, svc)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn event_loop_lag_sheds_anonymous_requests_at_once() {
+        let gate = Gate::new();
+        let mut c = class(100, 100);
+        c.max_lag_ms = 5.0;
+        let (shedding, svc) = build(c, &gate);
+        gate.gate.add_permits(1_000);
+        // Under the threshold: admitted.
+        shedding.lag().set_ms(4.0);
+        let r = spawn_call(&svc, "/products/a", false).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // At twice the threshold every anonymous request is shed, at once and named.
+        shedding.lag().set_ms(10.0);
+        for _ in 0..20 {
+            let r = spawn_call(&svc, "/products/b", false).await.unwrap();
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[SHED_HEADER], "overloaded");
+        }
+        // Authenticated callers are not shed for lag.
+        let r = spawn_call(&svc, "/products/c", true).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // In between, some are shed and some admitted.
+        shedding.lag().set_ms(7.5);
+        let mut shed = 0;
+        for _ in 0..400 {
+            let r = spawn_call(&svc, "/products/d", false).await.unwrap();
+            shed += usize::from(r.status() == StatusCode::SERVICE_UNAVAILABLE);
+        }
+        assert!((100..300).contains(&shed), "p = 0.5 gave {shed} of 400");
+        assert_eq!(gate.entered.load(Ordering::SeqCst), 2 + 400 - shed);
     }
 
     #[tokio::test(start_paused = true)]
