@@ -40,13 +40,7 @@ stop_router() {
 cleanup() { stop_router; stop_nodes; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-DATA=${BENCH_DATA:-$HOME/.cache/surge-bench/p$PRODUCTS}
-if [ ! -f "$DATA/.seeded" ]; then
-  rm -rf "$DATA"; mkdir -p "$DATA"
-  echo "## seeding $PRODUCTS products"
-  "$SURGE" seed --products "$PRODUCTS" --data-dir "$DATA" 2>/dev/null | tail -n 1 > "$WORK/seeded"
-  mv "$WORK/seeded" "$DATA/.seeded"
-fi
+DATA=$(seeded_data "$SURGE" "$PRODUCTS")
 
 metric() { # URL NAME -> the sum of the series
   curl -sf "$1" | awk -v m="$2" '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%d\n", s}'

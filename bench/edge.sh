@@ -34,13 +34,7 @@ for tool in nginx wrk curl taskset bc; do command -v $tool >/dev/null || { echo 
 cleanup() { [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null; [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-DATA=${BENCH_DATA:-$HOME/.cache/surge-bench/p$PRODUCTS}
-if [ ! -f "$DATA/.seeded" ]; then
-  rm -rf "$DATA"; mkdir -p "$DATA"
-  echo "## seeding $PRODUCTS products"
-  "$SURGE" seed --products "$PRODUCTS" --data-dir "$DATA" 2>/dev/null | tail -n 1 > "$WORK/seeded"
-  mv "$WORK/seeded" "$DATA/.seeded"
-fi
+DATA=$(seeded_data "$SURGE" "$PRODUCTS")
 
 SURGE_INTERNAL_LISTEN=127.0.0.1:$PORT_I SURGE_EDGE__IDENTITY__ACCESS_TTL_SECONDS=7200 \
   TOKIO_WORKER_THREADS=1 taskset -c 0 "$SURGE" up --listen 127.0.0.1:$PORT_E --data-dir "$DATA" 2>"$WORK/surge.log" &

@@ -41,3 +41,18 @@ NGINX
 
 # median: the median of the numbers on stdin, one per line.
 median() { sort -n | awk '{v[NR]=$1} END {print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+
+# seeded_data SURGE PRODUCTS: prints the data dir holding PRODUCTS seeded products
+# (BENCH_DATA, else ~/.cache/surge-bench/pPRODUCTS), seeding it first if needed. The
+# catalog is kept between runs (the benchmarks only read it, or add offers).
+seeded_data() {
+  local surge=$1 products=$2
+  local data=${BENCH_DATA:-$HOME/.cache/surge-bench/p$products}
+  if [ ! -f "$data/.seeded" ]; then
+    rm -rf "$data"; mkdir -p "$data"
+    echo "## seeding $products products" >&2
+    "$surge" seed --products "$products" --data-dir "$data" 2>/dev/null | tail -n 1 > "$data/.seeding"
+    mv "$data/.seeding" "$data/.seeded" # marks a complete catalog
+  fi
+  echo "$data"
+}

@@ -42,13 +42,7 @@ SPID=
 stop() { [ -n "$SPID" ] && { kill "$SPID" 2>/dev/null || true; wait "$SPID" 2>/dev/null || true; SPID=; }; return 0; }
 trap 'stop; rm -rf "$WORK"' EXIT
 
-DATA=${BENCH_DATA:-$HOME/.cache/surge-bench/p$PRODUCTS}
-if [ ! -f "$DATA/.seeded" ]; then
-  rm -rf "$DATA"; mkdir -p "$DATA"
-  echo "## seeding $PRODUCTS products"
-  "$SURGE" seed --products "$PRODUCTS" --data-dir "$DATA" 2>/dev/null | tail -n 1 > "$WORK/seeded"
-  mv "$WORK/seeded" "$DATA/.seeded"
-fi
+DATA=$(seeded_data "$SURGE" "$PRODUCTS")
 
 start() { # micro-cache TTL in ms
   SURGE_EDGE__MICRO_CACHE__TTL_MS=$1 TOKIO_WORKER_THREADS=1 taskset -c 0 \

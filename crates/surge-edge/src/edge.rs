@@ -211,19 +211,10 @@ impl Edge {
         let switches = switches::run(self.switches.clone(), shutdown.clone());
         let lag = self.lag.clone().probe(shutdown.clone());
         let limits = self.rate_limits.clone();
-        let sweep = async move {
-            let mut shutdown = shutdown;
-            let mut every = tokio::time::interval(RATE_LIMIT_SWEEP);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => { limits.sweep(); }
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
-            }
-        };
+        let sweep = crate::upkeep::every(RATE_LIMIT_SWEEP, shutdown, move || {
+            limits.sweep();
+            std::future::ready(())
+        });
         async move {
             tokio::join!(identity, sweep, checks, switches, lag);
         }

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod pipeline;
 pub mod routes;
 pub mod switches;
+mod upkeep;
 
 pub use config::EdgeConfig;
 pub use edge::{Edge, IDENTITY, Pipeline};

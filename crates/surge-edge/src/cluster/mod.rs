@@ -384,24 +384,14 @@ impl Cluster {
     /// Active health checks until `shutdown` turns true (nothing when disabled).
     pub fn health_checks(
         &self,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let this = self.clone();
         async move {
-            let config = this.0.config.health.clone();
-            if !config.enabled {
-                return;
-            }
-            let mut every = tokio::time::interval(Duration::from_millis(config.interval_ms));
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = every.tick() => this.check_health().await,
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
+            let config = &this.0.config.health;
+            if config.enabled {
+                let period = Duration::from_millis(config.interval_ms);
+                crate::upkeep::every(period, shutdown, || this.check_health()).await;
             }
         }
     }

@@ -402,19 +402,12 @@ impl Switches {
 
 /// Reads other nodes' changes every [`Switches::poll_interval`] until `shutdown` turns
 /// true. A failed read keeps the switches as they are and is retried.
-pub async fn run(switches: Arc<Switches>, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(switches.poll_interval());
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
-        }
+pub async fn run(switches: Arc<Switches>, shutdown: watch::Receiver<bool>) {
+    let period = switches.poll_interval();
+    crate::upkeep::every(period, shutdown, || async {
         if let Err(e) = switches.refresh().await {
             tracing::warn!(error = %e, "cannot read the kill switches; keeping the current ones");
         }
-    }
+    })
+    .await;
 }
