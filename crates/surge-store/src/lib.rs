@@ -1,5 +1,6 @@
-//! Storage for the catalog (source-of-truth tables, the outbox, the projected views) and
-//! for the edge's identity data ([`IdentityStore`]).
+//! Storage for the catalog (source-of-truth tables, the outbox, the projected views),
+//! for the edge's identity data ([`IdentityStore`]) and for checkout's inventory
+//! ([`InventoryStore`]).
 //!
 //! Roles talk to the [`CatalogStore`] and [`IdentityStore`] traits only. Two backends implement it with the
 //! same SQL ([`sql`]): embedded SQLite (the default, one file under the data directory)
@@ -9,6 +10,7 @@
 pub mod checkpoint;
 mod error;
 mod identity;
+mod inventory;
 mod metrics;
 mod migrations;
 mod model;
@@ -21,11 +23,12 @@ pub use identity::{
     Account, IdentityStore, NewAccount, NewSession, Profile, Refresh, Revocation, RevocationKind,
     SigningKey, Switch,
 };
+pub use inventory::{HoldLine, HoldOutcome, InventoryStore, StockLevel};
 pub use model::{
     Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, StoredView, ViewBatch, ViewPut,
     WriteReceipt,
 };
-pub use sql::{StoreOptions, open, open_identity};
+pub use sql::{StoreOptions, open, open_identity, open_inventory};
 
 /// Result type of every store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -12,6 +12,8 @@ pub(crate) enum Component {
     Catalog,
     /// Accounts, sessions, refresh tokens, revocations, signing keys, kill switches.
     Identity,
+    /// Checkout's inventory: stock counters and holds.
+    Inventory,
 }
 
 /// One schema change.
@@ -114,6 +116,29 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
          updated_at_ms BIGINT NOT NULL)",
             "CREATE TABLE kill_switch_seq (id INTEGER PRIMARY KEY, seq BIGINT NOT NULL)",
             "INSERT INTO kill_switch_seq (id, seq) VALUES (1, 0)",
+        ],
+    },
+    Migration {
+        version: 5,
+        component: Component::Inventory,
+        name: "inventory: stock counters per (sku, market) and the holds of orders",
+        sqlite: &[
+            "CREATE TABLE stock (sku TEXT NOT NULL, market TEXT NOT NULL, \
+         available INTEGER NOT NULL CHECK (available >= 0), held INTEGER NOT NULL CHECK (held >= 0), \
+         sold INTEGER NOT NULL CHECK (sold >= 0), PRIMARY KEY (sku, market)) WITHOUT ROWID",
+            "CREATE TABLE holds (order_id TEXT NOT NULL, sku TEXT NOT NULL, market TEXT NOT NULL, \
+         qty INTEGER NOT NULL, state TEXT NOT NULL, expires_at_ms INTEGER NOT NULL, \
+         created_at_ms INTEGER NOT NULL, PRIMARY KEY (order_id, sku, market)) WITHOUT ROWID",
+            "CREATE INDEX holds_expiry ON holds (expires_at_ms) WHERE state = 'held'",
+        ],
+        postgres: &[
+            "CREATE TABLE stock (sku TEXT NOT NULL, market TEXT NOT NULL, \
+         available BIGINT NOT NULL CHECK (available >= 0), held BIGINT NOT NULL CHECK (held >= 0), \
+         sold BIGINT NOT NULL CHECK (sold >= 0), PRIMARY KEY (sku, market))",
+            "CREATE TABLE holds (order_id TEXT NOT NULL, sku TEXT NOT NULL, market TEXT NOT NULL, \
+         qty BIGINT NOT NULL, state TEXT NOT NULL, expires_at_ms BIGINT NOT NULL, \
+         created_at_ms BIGINT NOT NULL, PRIMARY KEY (order_id, sku, market))",
+            "CREATE INDEX holds_expiry ON holds (expires_at_ms) WHERE state = 'held'",
         ],
     },
 ];

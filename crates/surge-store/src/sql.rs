@@ -157,6 +157,25 @@ pub async fn open_identity(
     }
 }
 
+/// Opens checkout's inventory store at `url` (`sqlite://PATH` or `postgres://…`) and
+/// applies the inventory migrations. In all-in-one mode it is its own SQLite file: the
+/// inventory service owns its database and never reads another service's tables.
+pub async fn open_inventory(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Arc<dyn crate::InventoryStore>> {
+    check_url(url)?;
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Inventory]).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Inventory]).await?,
+        ))
+    }
+}
+
 fn check_url(url: &str) -> Result<()> {
     if url.starts_with("sqlite:")
         || url.starts_with("postgres://")

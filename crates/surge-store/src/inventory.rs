@@ -1,0 +1,330 @@
+//! Storage for checkout's inventory service: stock per (SKU, market) and the holds
+//! orders place on it.
+//!
+//! Stock is three counters per (SKU, market): `available`, `held` and `sold`. Every
+//! operation moves units between them inside one transaction, so
+//! `available + held + sold` only ever changes by a restock. The same SQL runs on SQLite
+//! and PostgreSQL:
+//! - [`InventoryStore::hold`] first inserts the order's hold rows
+//!   (`ON CONFLICT DO NOTHING`: a second hold of the same order — a saga step re-run after
+//!   a crash — finds them and changes nothing), then takes each line with a conditional
+//!   decrement (`UPDATE … SET available = available - qty WHERE available >= qty`), which
+//!   cannot oversell however many holds run at once. A line that does not fit rolls the
+//!   whole hold back.
+//! - [`InventoryStore::release`] and [`InventoryStore::commit`] move each hold row out of
+//!   `held` with a conditional update and adjust the counters only when that update
+//!   won, so running either twice (or both at once) moves every unit once.
+
+use async_trait::async_trait;
+use sqlx::{Postgres, Row, Sqlite};
+
+use crate::metrics::record;
+use crate::sql::{SqlStore, now_ms};
+use crate::{Result, StoreError};
+
+/// The counters of one (SKU, market).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StockLevel {
+    /// Units that can be held.
+    pub available: i64,
+    /// Units held by orders not yet confirmed.
+    pub held: i64,
+    /// Units sold.
+    pub sold: i64,
+}
+
+impl StockLevel {
+    /// `available + held + sold`: changes only with a restock.
+    pub fn total(&self) -> i64 {
+        self.available + self.held + self.sold
+    }
+}
+
+/// One line of a hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldLine {
+    /// The SKU.
+    pub sku: String,
+    /// The market, e.g. `DE`.
+    pub market: String,
+    /// Units, > 0.
+    pub qty: i64,
+}
+
+/// What a hold did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldOutcome {
+    /// Every line is held (now, or by an earlier run of the same hold).
+    Held,
+    /// This line does not fit: nothing was held.
+    OutOfStock {
+        /// The SKU.
+        sku: String,
+        /// The market.
+        market: String,
+    },
+    /// The order's holds were already released or sold: nothing changed.
+    Settled,
+}
+
+/// The inventory store.
+#[async_trait]
+pub trait InventoryStore: Send + Sync + 'static {
+    /// A short name for logs and metrics (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Adds `units` (> 0) to what is available, creating the row on first use.
+    async fn restock(&self, sku: &str, market: &str, units: i64) -> Result<StockLevel>;
+
+    /// Holds every line for `order_id` until `expires_at_ms`, all or nothing.
+    async fn hold(
+        &self,
+        order_id: &str,
+        lines: &[HoldLine],
+        expires_at_ms: i64,
+    ) -> Result<HoldOutcome>;
+
+    /// Gives the order's held units back. Returns how many units this call released
+    /// (0 when there was nothing held: already released, sold, or never held).
+    async fn release(&self, order_id: &str) -> Result<i64>;
+
+    /// Turns the order's held units into sold ones. Returns how many units this call
+    /// sold (0 when nothing was held).
+    async fn commit(&self, order_id: &str) -> Result<i64>;
+
+    /// Orders with units still held past `now_ms`, at most `limit`.
+    async fn expired_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<String>>;
+
+    /// The counters of one (SKU, market).
+    async fn stock(&self, sku: &str, market: &str) -> Result<Option<StockLevel>>;
+
+    /// Closes the connections.
+    async fn close(&self);
+}
+
+macro_rules! inventory_store {
+    ($db:ty, $name:literal) => {
+        impl SqlStore<$db> {
+            /// Moves the order's `held` rows to `to`, adjusting the counters for each
+            /// row this call moved. Returns the units moved.
+            async fn settle(&self, order_id: &str, to: &'static str) -> Result<i64> {
+                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                let rows = sqlx::query(
+                    "SELECT sku, market, qty FROM holds WHERE order_id = $1 AND state = 'held' ORDER BY sku, market",
+                )
+                .bind(order_id)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                let mut moved = 0;
+                for row in &rows {
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    let sku: String = row.try_get(0).map_err(get)?;
+                    let market: String = row.try_get(1).map_err(get)?;
+                    let qty: i64 = row.try_get(2).map_err(get)?;
+                    let won = sqlx::query(
+                        "UPDATE holds SET state = $1 WHERE order_id = $2 AND sku = $3 AND market = $4 AND state = 'held'",
+                    )
+                    .bind(to)
+                    .bind(order_id)
+                    .bind(sku.as_str())
+                    .bind(market.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                    if won == 0 {
+                        continue;
+                    }
+                    let counters = if to == "sold" {
+                        "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3"
+                    } else {
+                        "UPDATE stock SET held = held - $1, available = available + $1 WHERE sku = $2 AND market = $3"
+                    };
+                    sqlx::query(counters)
+                        .bind(qty)
+                        .bind(sku.as_str())
+                        .bind(market.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                    moved += qty;
+                }
+                tx.commit().await.map_err(StoreError::from_sqlx)?;
+                Ok(moved)
+            }
+        }
+
+        #[async_trait]
+        impl InventoryStore for SqlStore<$db> {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            async fn restock(&self, sku: &str, market: &str, units: i64) -> Result<StockLevel> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    if units <= 0 {
+                        return Err(StoreError::Config(format!("restock of {units} units")));
+                    }
+                    let row = sqlx::query(
+                        "INSERT INTO stock (sku, market, available, held, sold) VALUES ($1, $2, $3, 0, 0) \
+                         ON CONFLICT (sku, market) DO UPDATE SET available = stock.available + excluded.available \
+                         RETURNING available, held, sold",
+                    )
+                    .bind(sku)
+                    .bind(market)
+                    .bind(units)
+                    .fetch_one(&self.writer)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    Ok(StockLevel {
+                        available: row.try_get(0).map_err(get)?,
+                        held: row.try_get(1).map_err(get)?,
+                        sold: row.try_get(2).map_err(get)?,
+                    })
+                }
+                .await;
+                record($name, "restock", started, &r);
+                r
+            }
+
+            async fn hold(
+                &self,
+                order_id: &str,
+                lines: &[HoldLine],
+                expires_at_ms: i64,
+            ) -> Result<HoldOutcome> {
+                let started = std::time::Instant::now();
+                let at = now_ms();
+                let r = async {
+                    if let Some(l) = lines.iter().find(|l| l.qty <= 0) {
+                        return Err(StoreError::Config(format!("hold of {} units of {}", l.qty, l.sku)));
+                    }
+                    let mut seen = std::collections::HashSet::new();
+                    if let Some(l) = lines.iter().find(|l| !seen.insert((&l.sku, &l.market))) {
+                        return Err(StoreError::Config(format!(
+                            "{} in {} appears twice in one hold",
+                            l.sku, l.market
+                        )));
+                    }
+                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                    for line in lines {
+                        let fresh = sqlx::query(
+                            "INSERT INTO holds (order_id, sku, market, qty, state, expires_at_ms, created_at_ms) \
+                             VALUES ($1, $2, $3, $4, 'held', $5, $6) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(order_id)
+                        .bind(line.sku.as_str())
+                        .bind(line.market.as_str())
+                        .bind(line.qty)
+                        .bind(expires_at_ms)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?
+                        .rows_affected();
+                        if fresh == 0 {
+                            // The same hold ran before: report what became of it.
+                            drop(tx);
+                            let state: Option<String> = sqlx::query_scalar(
+                                "SELECT state FROM holds WHERE order_id = $1 AND state = 'held' LIMIT 1",
+                            )
+                            .bind(order_id)
+                            .fetch_optional(&self.writer)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                            return Ok(if state.is_some() { HoldOutcome::Held } else { HoldOutcome::Settled });
+                        }
+                        let took = sqlx::query(
+                            "UPDATE stock SET available = available - $1, held = held + $1 \
+                             WHERE sku = $2 AND market = $3 AND available >= $1",
+                        )
+                        .bind(line.qty)
+                        .bind(line.sku.as_str())
+                        .bind(line.market.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?
+                        .rows_affected();
+                        if took == 0 {
+                            drop(tx);
+                            return Ok(HoldOutcome::OutOfStock {
+                                sku: line.sku.clone(),
+                                market: line.market.clone(),
+                            });
+                        }
+                    }
+                    tx.commit().await.map_err(StoreError::from_sqlx)?;
+                    Ok(HoldOutcome::Held)
+                }
+                .await;
+                record($name, "hold", started, &r);
+                r
+            }
+
+            async fn release(&self, order_id: &str) -> Result<i64> {
+                let started = std::time::Instant::now();
+                let r = self.settle(order_id, "released").await;
+                record($name, "release", started, &r);
+                r
+            }
+
+            async fn commit(&self, order_id: &str) -> Result<i64> {
+                let started = std::time::Instant::now();
+                let r = self.settle(order_id, "sold").await;
+                record($name, "commit_holds", started, &r);
+                r
+            }
+
+            async fn expired_holds(&self, now_ms: i64, limit: u32) -> Result<Vec<String>> {
+                let started = std::time::Instant::now();
+                let r = sqlx::query_scalar::<_, String>(
+                    "SELECT DISTINCT order_id FROM holds WHERE state = 'held' AND expires_at_ms <= $1 \
+                     ORDER BY order_id LIMIT $2",
+                )
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::from_sqlx);
+                record($name, "expired_holds", started, &r);
+                r
+            }
+
+            async fn stock(&self, sku: &str, market: &str) -> Result<Option<StockLevel>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let row = sqlx::query(
+                        "SELECT available, held, sold FROM stock WHERE sku = $1 AND market = $2",
+                    )
+                    .bind(sku)
+                    .bind(market)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    row.map(|row| {
+                        Ok(StockLevel {
+                            available: row.try_get(0).map_err(get)?,
+                            held: row.try_get(1).map_err(get)?,
+                            sold: row.try_get(2).map_err(get)?,
+                        })
+                    })
+                    .transpose()
+                }
+                .await;
+                record($name, "stock", started, &r);
+                r
+            }
+
+            async fn close(&self) {
+                self.shut().await;
+            }
+        }
+    };
+}
+
+inventory_store!(Sqlite, "sqlite");
+inventory_store!(Postgres, "postgres");

@@ -1,0 +1,246 @@
+//! One conformance suite for every [`InventoryStore`] backend (SQLite always; PostgreSQL
+//! with `--features pg-tests` and `SURGE_TEST_POSTGRES_URL`, failing loudly without it).
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is the failure report
+
+use std::sync::Arc;
+
+use surge_store::{HoldLine, HoldOutcome, InventoryStore, StockLevel, StoreOptions};
+
+struct Backend {
+    store: Arc<dyn InventoryStore>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Backend {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("inventory.db").display());
+    let store = surge_store::open_inventory(&url, &StoreOptions::default())
+        .await
+        .expect("open sqlite");
+    Backend {
+        store,
+        _dir: Some(dir),
+    }
+}
+
+#[cfg(feature = "pg-tests")]
+async fn postgres() -> Backend {
+    let url = std::env::var("SURGE_TEST_POSTGRES_URL").expect(
+        "pg-tests needs SURGE_TEST_POSTGRES_URL, e.g. postgres://postgres@127.0.0.1:5432/test",
+    );
+    let schema = format!(
+        "conf_{}_{}",
+        std::process::id(),
+        rand::random_range(0..u32::MAX)
+    );
+    let options = StoreOptions {
+        pg_schema: Some(schema),
+        ..StoreOptions::default()
+    };
+    let store = surge_store::open_inventory(&url, &options)
+        .await
+        .expect("open postgres");
+    Backend { store, _dir: None }
+}
+
+fn line(sku: &str, qty: i64) -> HoldLine {
+    HoldLine {
+        sku: sku.into(),
+        market: "DE".into(),
+        qty,
+    }
+}
+
+fn level(available: i64, held: i64, sold: i64) -> Option<StockLevel> {
+    Some(StockLevel {
+        available,
+        held,
+        sold,
+    })
+}
+
+const LATER: i64 = i64::MAX / 2;
+
+async fn holds_sales_and_releases_conserve_stock(s: &dyn InventoryStore) {
+    assert_eq!(s.stock("A", "DE").await.unwrap(), None);
+    s.restock("A", "DE", 10).await.unwrap();
+    assert_eq!(
+        s.hold("o1", &[line("A", 3)], LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(s.stock("A", "DE").await.unwrap(), level(7, 3, 0));
+    // A re-run of the same hold changes nothing.
+    assert_eq!(
+        s.hold("o1", &[line("A", 3)], LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(s.stock("A", "DE").await.unwrap(), level(7, 3, 0));
+    assert_eq!(s.commit("o1").await.unwrap(), 3);
+    assert_eq!(s.commit("o1").await.unwrap(), 0, "sold once");
+    assert_eq!(
+        s.release("o1").await.unwrap(),
+        0,
+        "sold units are not released"
+    );
+    assert_eq!(s.stock("A", "DE").await.unwrap(), level(7, 0, 3));
+    assert_eq!(
+        s.hold("o1", &[line("A", 3)], LATER).await.unwrap(),
+        HoldOutcome::Settled
+    );
+
+    // Does not fit: nothing held.
+    assert_eq!(
+        s.hold("o2", &[line("A", 8)], LATER).await.unwrap(),
+        HoldOutcome::OutOfStock {
+            sku: "A".into(),
+            market: "DE".into()
+        }
+    );
+    assert_eq!(s.stock("A", "DE").await.unwrap(), level(7, 0, 3));
+    // All or nothing across lines (B has no stock at all).
+    assert_eq!(
+        s.hold("o3", &[line("A", 2), line("B", 1)], LATER)
+            .await
+            .unwrap(),
+        HoldOutcome::OutOfStock {
+            sku: "B".into(),
+            market: "DE".into()
+        }
+    );
+    assert_eq!(s.stock("A", "DE").await.unwrap(), level(7, 0, 3));
+    assert_eq!(s.release("o3").await.unwrap(), 0);
+
+    // Released units come back once; the order cannot hold again.
+    assert_eq!(
+        s.hold("o4", &[line("A", 5)], LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(s.release("o4").await.unwrap(), 5);
+    assert_eq!(s.release("o4").await.unwrap(), 0);
+    assert_eq!(
+        s.commit("o4").await.unwrap(),
+        0,
+        "released units are not sold"
+    );
+    assert_eq!(s.stock("A", "DE").await.unwrap(), level(7, 0, 3));
+    assert_eq!(
+        s.hold("o4", &[line("A", 5)], LATER).await.unwrap(),
+        HoldOutcome::Settled
+    );
+    // Restocks add to what is available; the total moves only with them.
+    assert_eq!(
+        s.restock("A", "DE", 5).await.unwrap(),
+        StockLevel {
+            available: 12,
+            held: 0,
+            sold: 3
+        }
+    );
+    assert_eq!(s.stock("A", "DE").await.unwrap().unwrap().total(), 15);
+}
+
+async fn bad_holds_are_refused(s: &dyn InventoryStore) {
+    s.restock("A", "DE", 10).await.unwrap();
+    assert!(s.hold("o1", &[line("A", 0)], LATER).await.is_err());
+    assert!(
+        s.hold("o1", &[line("A", 1), line("A", 2)], LATER)
+            .await
+            .is_err()
+    );
+    assert!(s.restock("A", "DE", 0).await.is_err());
+    assert_eq!(s.stock("A", "DE").await.unwrap(), level(10, 0, 0));
+}
+
+async fn expired_holds_are_listed_until_released(s: &dyn InventoryStore) {
+    s.restock("A", "DE", 10).await.unwrap();
+    s.hold("old", &[line("A", 1)], 1_000).await.unwrap();
+    s.hold("new", &[line("A", 1)], LATER).await.unwrap();
+    assert_eq!(s.expired_holds(2_000, 10).await.unwrap(), ["old"]);
+    assert_eq!(s.release("old").await.unwrap(), 1);
+    assert!(s.expired_holds(2_000, 10).await.unwrap().is_empty());
+}
+
+/// Many buyers, little stock: exactly the stock is held, never more, and settling the
+/// holds concurrently (each twice) moves every unit exactly once.
+async fn concurrent_holds_never_oversell(s: Arc<dyn InventoryStore>) {
+    s.restock("HOT", "DE", 50).await.unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let order = format!("o{i}");
+                let out = s.hold(&order, &[line("HOT", 1)], LATER).await.unwrap();
+                (order, out)
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in tasks {
+        let (order, out) = t.await.unwrap();
+        match out {
+            HoldOutcome::Held => held.push(order),
+            HoldOutcome::OutOfStock { .. } => {}
+            HoldOutcome::Settled => panic!("a fresh order was settled"),
+        }
+    }
+    assert_eq!(held.len(), 50, "exactly the stock is held");
+    assert_eq!(s.stock("HOT", "DE").await.unwrap(), level(0, 50, 0));
+    let tasks: Vec<_> = held
+        .iter()
+        .enumerate()
+        .flat_map(|(i, order)| (0..2).map(move |_| (i, order.clone())))
+        .map(|(i, order)| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    s.commit(&order).await.unwrap()
+                } else {
+                    s.release(&order).await.unwrap()
+                }
+            })
+        })
+        .collect();
+    let mut moved = 0;
+    for t in tasks {
+        moved += t.await.unwrap();
+    }
+    assert_eq!(moved, 50, "each unit moved once");
+    assert_eq!(s.stock("HOT", "DE").await.unwrap(), level(25, 0, 25));
+}
+
+macro_rules! conformance {
+    ($module:ident, $open:ident) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn holds_sales_and_releases_conserve_stock() {
+                let b = $open().await;
+                super::holds_sales_and_releases_conserve_stock(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn bad_holds_are_refused() {
+                let b = $open().await;
+                super::bad_holds_are_refused(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn expired_holds_are_listed_until_released() {
+                let b = $open().await;
+                super::expired_holds_are_listed_until_released(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_holds_never_oversell() {
+                let b = $open().await;
+                super::concurrent_holds_never_oversell(b.store.clone()).await;
+            }
+        }
+    };
+}
+
+conformance!(sqlite_backend, sqlite);
+#[cfg(feature = "pg-tests")]
+conformance!(postgres_backend, postgres);
