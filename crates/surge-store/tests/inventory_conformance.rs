@@ -5,43 +5,25 @@
 
 use std::sync::Arc;
 
-use surge_store::{HoldLine, HoldOutcome, InventoryStore, StockLevel, StoreOptions};
+use surge_store::{HoldLine, HoldOutcome, InventoryStore, StockLevel};
 
-struct Backend {
-    store: Arc<dyn InventoryStore>,
-    _dir: Option<tempfile::TempDir>,
-}
+mod common;
+
+type Backend = common::Backend<dyn InventoryStore>;
 
 async fn sqlite() -> Backend {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}", dir.path().join("inventory.db").display());
-    let store = surge_store::open_inventory(&url, &StoreOptions::default())
-        .await
-        .expect("open sqlite");
-    Backend {
-        store,
-        _dir: Some(dir),
-    }
+    common::sqlite("inventory.db", |url, options| async move {
+        surge_store::open_inventory(&url, &options).await
+    })
+    .await
 }
 
 #[cfg(feature = "pg-tests")]
 async fn postgres() -> Backend {
-    let url = std::env::var("SURGE_TEST_POSTGRES_URL").expect(
-        "pg-tests needs SURGE_TEST_POSTGRES_URL, e.g. postgres://postgres@127.0.0.1:5432/test",
-    );
-    let schema = format!(
-        "conf_{}_{}",
-        std::process::id(),
-        rand::random_range(0..u32::MAX)
-    );
-    let options = StoreOptions {
-        pg_schema: Some(schema),
-        ..StoreOptions::default()
-    };
-    let store = surge_store::open_inventory(&url, &options)
-        .await
-        .expect("open postgres");
-    Backend { store, _dir: None }
+    common::postgres(
+        |url, options| async move { surge_store::open_inventory(&url, &options).await },
+    )
+    .await
 }
 
 fn line(sku: &str, qty: i64) -> HoldLine {
