@@ -14,6 +14,9 @@ pub(crate) enum Component {
     Identity,
     /// Checkout's inventory: stock counters and holds.
     Inventory,
+    /// Checkout's orders: orders with their saga state, saga log, idempotency keys,
+    /// checkout outbox, admin audit trail.
+    Orders,
 }
 
 /// One schema change.
@@ -139,6 +142,57 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
          qty BIGINT NOT NULL, state TEXT NOT NULL, expires_at_ms BIGINT NOT NULL, \
          created_at_ms BIGINT NOT NULL, PRIMARY KEY (order_id, sku, market))",
             "CREATE INDEX holds_expiry ON holds (expires_at_ms) WHERE state = 'held'",
+        ],
+    },
+    Migration {
+        version: 6,
+        component: Component::Orders,
+        name: "orders: orders with saga state, saga log, idempotency keys, checkout outbox, audit",
+        sqlite: &[
+            "CREATE TABLE orders (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, market TEXT NOT NULL, \
+         currency TEXT NOT NULL, total_minor INTEGER NOT NULL, document TEXT NOT NULL, status TEXT NOT NULL, \
+         reason TEXT, saga_state TEXT NOT NULL, step TEXT NOT NULL, attempts INTEGER NOT NULL, \
+         next_at_ms INTEGER NOT NULL, step_deadline_ms INTEGER NOT NULL, lease_owner TEXT NOT NULL, \
+         lease_until_ms INTEGER NOT NULL, version INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, \
+         updated_at_ms INTEGER NOT NULL)",
+            "CREATE INDEX orders_user ON orders (user_id, created_at_ms, id)",
+            "CREATE INDEX orders_due ON orders (next_at_ms) WHERE saga_state IN ('running', 'compensating')",
+            "CREATE INDEX orders_saga ON orders (saga_state, updated_at_ms, id)",
+            "CREATE TABLE saga_log (order_id TEXT NOT NULL, seq INTEGER NOT NULL, step TEXT NOT NULL, \
+         outcome TEXT NOT NULL, detail TEXT NOT NULL, at_ms INTEGER NOT NULL, PRIMARY KEY (order_id, seq)) \
+         WITHOUT ROWID",
+            "CREATE TABLE idempotency_keys (user_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL, \
+         order_id TEXT NOT NULL, status INTEGER, content_type TEXT, body BLOB, locked_until_ms INTEGER NOT NULL, \
+         expires_at_ms INTEGER NOT NULL, PRIMARY KEY (user_id, key)) WITHOUT ROWID",
+            "CREATE INDEX idempotency_expiry ON idempotency_keys (expires_at_ms)",
+            "CREATE TABLE checkout_outbox (position INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, \
+         kind TEXT NOT NULL, order_id TEXT NOT NULL, payload TEXT NOT NULL, created_at_ms INTEGER NOT NULL)",
+            "CREATE TABLE saga_audit (id INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL, \
+         actor TEXT NOT NULL, action TEXT NOT NULL, note TEXT NOT NULL, at_ms INTEGER NOT NULL)",
+            "CREATE INDEX saga_audit_order ON saga_audit (order_id, id)",
+        ],
+        postgres: &[
+            "CREATE TABLE orders (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, market TEXT NOT NULL, \
+         currency TEXT NOT NULL, total_minor BIGINT NOT NULL, document TEXT NOT NULL, status TEXT NOT NULL, \
+         reason TEXT, saga_state TEXT NOT NULL, step TEXT NOT NULL, attempts BIGINT NOT NULL, \
+         next_at_ms BIGINT NOT NULL, step_deadline_ms BIGINT NOT NULL, lease_owner TEXT NOT NULL, \
+         lease_until_ms BIGINT NOT NULL, version BIGINT NOT NULL, created_at_ms BIGINT NOT NULL, \
+         updated_at_ms BIGINT NOT NULL)",
+            "CREATE INDEX orders_user ON orders (user_id, created_at_ms, id)",
+            "CREATE INDEX orders_due ON orders (next_at_ms) WHERE saga_state IN ('running', 'compensating')",
+            "CREATE INDEX orders_saga ON orders (saga_state, updated_at_ms, id)",
+            "CREATE TABLE saga_log (order_id TEXT NOT NULL, seq BIGINT NOT NULL, step TEXT NOT NULL, \
+         outcome TEXT NOT NULL, detail TEXT NOT NULL, at_ms BIGINT NOT NULL, PRIMARY KEY (order_id, seq))",
+            "CREATE TABLE idempotency_keys (user_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL, \
+         order_id TEXT NOT NULL, status BIGINT, content_type TEXT, body BYTEA, locked_until_ms BIGINT NOT NULL, \
+         expires_at_ms BIGINT NOT NULL, PRIMARY KEY (user_id, key))",
+            "CREATE INDEX idempotency_expiry ON idempotency_keys (expires_at_ms)",
+            "CREATE TABLE checkout_outbox (position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         event_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, order_id TEXT NOT NULL, payload TEXT NOT NULL, \
+         created_at_ms BIGINT NOT NULL)",
+            "CREATE TABLE saga_audit (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, order_id TEXT NOT NULL, \
+         actor TEXT NOT NULL, action TEXT NOT NULL, note TEXT NOT NULL, at_ms BIGINT NOT NULL)",
+            "CREATE INDEX saga_audit_order ON saga_audit (order_id, id)",
         ],
     },
 ];

@@ -176,6 +176,22 @@ pub async fn open_inventory(
     }
 }
 
+/// Opens checkout's orders store at `url` (`sqlite://PATH` or `postgres://…`) and applies
+/// the orders migrations: orders with their saga state, the saga log, idempotency keys,
+/// the checkout outbox. Its own SQLite file in all-in-one mode.
+pub async fn open_orders(url: &str, options: &StoreOptions) -> Result<Arc<dyn crate::OrdersStore>> {
+    check_url(url)?;
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Orders]).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Orders]).await?,
+        ))
+    }
+}
+
 fn check_url(url: &str) -> Result<()> {
     if url.starts_with("sqlite:")
         || url.starts_with("postgres://")

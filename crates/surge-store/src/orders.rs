@@ -1,0 +1,877 @@
+//! Storage for checkout's orders service: orders, the saga log that drives each one,
+//! the idempotency keys of `POST /checkout`, the checkout outbox and the admin audit
+//! trail.
+//!
+//! The order row *is* the saga's state: its `step`, `saga_state`, attempt counter and
+//! next wake-up live beside the order's status, and every change of them goes through
+//! [`OrdersStore::advance`], a compare-and-set on the row's `version` that also appends
+//! the step's log lines and outbox events in the same transaction. So a step's result
+//! and the next step's intent are durable together, and two drivers of one saga (a
+//! request and the recovery poller, or two nodes) can never both move it: the second
+//! one's version no longer matches.
+//!
+//! Claiming an idempotency key, creating the order, logging its first intent and
+//! writing the `OrderPlaced` event happen in one transaction ([`OrdersStore::create`]).
+//!
+//! ## Why the outbox takes a lock on PostgreSQL
+//! As in the catalog store: a relay reads the outbox by position, so commits must land
+//! in position order. PostgreSQL writers take a transaction-scoped advisory lock just
+//! before inserting their events; SQLite has one writer.
+
+// The per-dialect lock statement is a literal that is empty for SQLite.
+#![allow(clippy::const_is_empty)]
+
+use async_trait::async_trait;
+use sqlx::{Postgres, Row, Sqlite};
+
+use crate::metrics::record;
+use crate::sql::{SqlStore, now_ms};
+use crate::{Result, StoreError};
+
+/// Where a saga is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SagaState {
+    /// Moving forward (before or after the point of no return).
+    Running,
+    /// Running its compensations.
+    Compensating,
+    /// A step kept failing transiently until its deadline: waits for an operator
+    /// (or its next retry); listed as stuck.
+    Paused,
+    /// A compensation kept failing past its deadline: a person must look at it.
+    Review,
+    /// Finished: the order is confirmed or cancelled.
+    Done,
+}
+
+impl SagaState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaState::Running => "running",
+            SagaState::Compensating => "compensating",
+            SagaState::Paused => "paused",
+            SagaState::Review => "review",
+            SagaState::Done => "done",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => SagaState::Running,
+            "compensating" => SagaState::Compensating,
+            "paused" => SagaState::Paused,
+            "review" => SagaState::Review,
+            "done" => SagaState::Done,
+            _ => return None,
+        })
+    }
+}
+
+/// An order and the state of its saga.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderRow {
+    /// The order id (also the saga id).
+    pub id: String,
+    /// The user who placed it.
+    pub user_id: String,
+    /// The market, e.g. `DE`.
+    pub market: String,
+    /// ISO 4217 currency of `total_minor`.
+    pub currency: String,
+    /// What the order costs, in minor units.
+    pub total_minor: i64,
+    /// The order's content as the checkout service wrote it (JSON: lines, address…).
+    pub document: String,
+    /// What the user sees: `pending`, `confirmed` or `cancelled`.
+    pub status: String,
+    /// Why it was cancelled, in words the user can read.
+    pub reason: Option<String>,
+    /// Where the saga is.
+    pub saga_state: SagaState,
+    /// The step the saga runs next (or ran last, once done).
+    pub step: String,
+    /// Failed attempts of the current step.
+    pub attempts: i64,
+    /// When the saga wants to run next, ms since the epoch.
+    pub next_at_ms: i64,
+    /// When the current step's transient retries give up, ms since the epoch.
+    pub step_deadline_ms: i64,
+    /// Which orchestrator drives it.
+    pub lease_owner: String,
+    /// Until when that orchestrator's claim holds, ms since the epoch.
+    pub lease_until_ms: i64,
+    /// Bumped by every [`OrdersStore::advance`].
+    pub version: i64,
+    /// Created at, ms since the epoch.
+    pub created_at_ms: i64,
+    /// Last changed at, ms since the epoch.
+    pub updated_at_ms: i64,
+}
+
+/// One line of a saga's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepLog {
+    /// The step, e.g. `hold_stock`.
+    pub step: String,
+    /// What happened: `intent`, `done`, `failed`, `retry`, `compensated`…
+    pub outcome: String,
+    /// Words for people (a decline reason, an error).
+    pub detail: String,
+    /// When, ms since the epoch (set by the store when 0).
+    pub at_ms: i64,
+}
+
+/// An event for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique id (consumers dedupe on it), e.g. `<order>:OrderConfirmed`.
+    pub event_id: String,
+    /// `OrderPlaced`, `OrderConfirmed`, `OrderCancelled`…
+    pub kind: String,
+    /// The order it is about.
+    pub order_id: String,
+    /// The event body (JSON).
+    pub payload: String,
+}
+
+/// An event read back from the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutEvent {
+    /// Position in the outbox (increasing).
+    pub position: i64,
+    /// The event.
+    pub event: NewEvent,
+    /// Written at, ms since the epoch.
+    pub created_at_ms: i64,
+}
+
+/// What [`OrdersStore::create`] writes.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    /// The order row (its `version` is ignored: a new order has version 1).
+    pub order: OrderRow,
+    /// The caller's `Idempotency-Key`.
+    pub idempotency_key: String,
+    /// A hash of the request body, to tell a retry from a different request.
+    pub request_hash: String,
+    /// Until when a second request with this key gets 409 (the first is still running).
+    pub locked_until_ms: i64,
+    /// When the key may be forgotten.
+    pub key_expires_at_ms: i64,
+    /// The first log lines.
+    pub log: Vec<StepLog>,
+    /// The first events (`OrderPlaced`).
+    pub events: Vec<NewEvent>,
+}
+
+/// An idempotency key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The hash of the request that claimed it.
+    pub request_hash: String,
+    /// The order it created.
+    pub order_id: String,
+    /// The stored response: status, content type, body.
+    pub response: Option<(u16, String, Vec<u8>)>,
+    /// Until when the first request holds it.
+    pub locked_until_ms: i64,
+}
+
+/// What [`OrdersStore::create`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The key was free (or expired): the order exists now.
+    New,
+    /// The key is taken (and not expired): nothing was written.
+    Existing(KeyRecord),
+}
+
+/// A move of a saga: compare-and-set on `version`, plus log lines and events.
+#[derive(Debug, Clone, Default)]
+pub struct Advance {
+    /// The order.
+    pub order_id: String,
+    /// The version the caller read; the move fails when the row has another.
+    pub expected_version: i64,
+    /// The new saga state.
+    pub saga_state: Option<SagaState>,
+    /// The new step.
+    pub step: Option<String>,
+    /// The new user-visible status.
+    pub status: Option<String>,
+    /// The cancellation reason.
+    pub reason: Option<String>,
+    /// The new attempt counter.
+    pub attempts: i64,
+    /// When to run next.
+    pub next_at_ms: i64,
+    /// The step's deadline.
+    pub step_deadline_ms: i64,
+    /// Who drives it, and until when.
+    pub lease: Option<(String, i64)>,
+    /// Log lines to append.
+    pub log: Vec<StepLog>,
+    /// Events to write.
+    pub events: Vec<NewEvent>,
+}
+
+/// One line of the admin audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The order.
+    pub order_id: String,
+    /// Who did it (the admin token's name, or `system`).
+    pub actor: String,
+    /// What: `retry`, `force_compensate`…
+    pub action: String,
+    /// Free text.
+    pub note: String,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// The orders store.
+#[async_trait]
+pub trait OrdersStore: Send + Sync + 'static {
+    /// A short name for logs and metrics (`sqlite`, `postgres`).
+    fn backend(&self) -> &'static str;
+
+    /// Claims the idempotency key of `new` and, if it was free or expired, creates the
+    /// order with its first log lines and events, in one transaction.
+    async fn create(&self, new: &NewOrder) -> Result<Created>;
+
+    /// The stored idempotency key of a user.
+    async fn key(&self, user_id: &str, key: &str) -> Result<Option<KeyRecord>>;
+
+    /// Stores the response of the request that holds the key (once: a stored response
+    /// is never replaced). Returns whether this call stored it.
+    async fn store_response(
+        &self,
+        user_id: &str,
+        key: &str,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<bool>;
+
+    /// Moves the key's lock forward if it has run out (the request that held it died).
+    /// Returns whether this caller holds it now.
+    async fn relock_key(
+        &self,
+        user_id: &str,
+        key: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool>;
+
+    /// Deletes at most `limit` keys that expired before `now_ms`. Returns how many.
+    async fn purge_keys(&self, now_ms: i64, limit: u32) -> Result<u64>;
+
+    /// Moves a saga. Returns the new row, or `None` when its version was not
+    /// `expected_version` (someone else moved it first).
+    async fn advance(&self, advance: &Advance) -> Result<Option<OrderRow>>;
+
+    /// One order.
+    async fn order(&self, id: &str) -> Result<Option<OrderRow>>;
+
+    /// An order's saga history, oldest first.
+    async fn log(&self, id: &str) -> Result<Vec<StepLog>>;
+
+    /// A user's orders, newest first, strictly before the cursor `(created_at_ms, id)`.
+    async fn orders_of(
+        &self,
+        user_id: &str,
+        before: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<OrderRow>>;
+
+    /// Sagas in `state` (any non-done state when `None`) last changed before
+    /// `changed_before_ms`, oldest first, after the cursor `(updated_at_ms, id)`.
+    async fn sagas(
+        &self,
+        state: Option<SagaState>,
+        changed_before_ms: i64,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<OrderRow>>;
+
+    /// Claims up to `limit` running or compensating sagas that are due (`next_at_ms <=
+    /// now_ms`) and not claimed by another live orchestrator (their lease ran out, or it
+    /// is `owner`'s), leasing them to `owner` until `lease_until_ms`.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<OrderRow>>;
+
+    /// Outbox events after `position`, oldest first.
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<CheckoutEvent>>;
+
+    /// Appends to the audit trail.
+    async fn audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    /// An order's audit trail, oldest first.
+    async fn audit_of(&self, order_id: &str) -> Result<Vec<AuditEntry>>;
+
+    /// Counts of orders by status, for tests and the admin page.
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>>;
+
+    /// Closes the connections.
+    async fn close(&self);
+}
+
+const ORDER_COLUMNS: &str = "id, user_id, market, currency, total_minor, document, status, reason, \
+     saga_state, step, attempts, next_at_ms, step_deadline_ms, lease_owner, lease_until_ms, version, \
+     created_at_ms, updated_at_ms";
+
+macro_rules! orders_store {
+    ($db:ty, $name:literal, $lock:literal) => {
+        impl SqlStore<$db> {
+            fn order_row(row: &<$db as sqlx::Database>::Row) -> Result<OrderRow> {
+                let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                let state: String = row.try_get(8).map_err(get)?;
+                Ok(OrderRow {
+                    id: row.try_get(0).map_err(get)?,
+                    user_id: row.try_get(1).map_err(get)?,
+                    market: row.try_get(2).map_err(get)?,
+                    currency: row.try_get(3).map_err(get)?,
+                    total_minor: row.try_get(4).map_err(get)?,
+                    document: row.try_get(5).map_err(get)?,
+                    status: row.try_get(6).map_err(get)?,
+                    reason: row.try_get(7).map_err(get)?,
+                    saga_state: SagaState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("saga state {state:?}")))?,
+                    step: row.try_get(9).map_err(get)?,
+                    attempts: row.try_get(10).map_err(get)?,
+                    next_at_ms: row.try_get(11).map_err(get)?,
+                    step_deadline_ms: row.try_get(12).map_err(get)?,
+                    lease_owner: row.try_get(13).map_err(get)?,
+                    lease_until_ms: row.try_get(14).map_err(get)?,
+                    version: row.try_get(15).map_err(get)?,
+                    created_at_ms: row.try_get(16).map_err(get)?,
+                    updated_at_ms: row.try_get(17).map_err(get)?,
+                })
+            }
+
+            async fn append(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                order_id: &str,
+                log: &[StepLog],
+                events: &[NewEvent],
+                at: i64,
+            ) -> Result<()> {
+                if !log.is_empty() {
+                    let last: Option<i64> =
+                        sqlx::query_scalar("SELECT MAX(seq) FROM saga_log WHERE order_id = $1")
+                            .bind(order_id)
+                            .fetch_one(&mut **tx)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                    let mut seq = last.unwrap_or(0);
+                    for line in log {
+                        seq += 1;
+                        sqlx::query(
+                            "INSERT INTO saga_log (order_id, seq, step, outcome, detail, at_ms) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(order_id)
+                        .bind(seq)
+                        .bind(line.step.as_str())
+                        .bind(line.outcome.as_str())
+                        .bind(line.detail.as_str())
+                        .bind(if line.at_ms == 0 { at } else { line.at_ms })
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                    }
+                }
+                if !events.is_empty() {
+                    if !$lock.is_empty() {
+                        sqlx::query($lock)
+                            .execute(&mut **tx)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                    }
+                    for e in events {
+                        sqlx::query(
+                            "INSERT INTO checkout_outbox (event_id, kind, order_id, payload, created_at_ms) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+                        )
+                        .bind(e.event_id.as_str())
+                        .bind(e.kind.as_str())
+                        .bind(e.order_id.as_str())
+                        .bind(e.payload.as_str())
+                        .bind(at)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl OrdersStore for SqlStore<$db> {
+            fn backend(&self) -> &'static str {
+                $name
+            }
+
+            async fn create(&self, new: &NewOrder) -> Result<Created> {
+                let started = std::time::Instant::now();
+                let at = now_ms();
+                let r = async {
+                    let o = &new.order;
+                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                    // Takes the key when it is free or has expired.
+                    let claimed = sqlx::query(
+                        "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, status, content_type, \
+                         body, locked_until_ms, expires_at_ms) VALUES ($1, $2, $3, $4, NULL, NULL, NULL, $5, $6) \
+                         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+                         order_id = excluded.order_id, status = NULL, content_type = NULL, body = NULL, \
+                         locked_until_ms = excluded.locked_until_ms, expires_at_ms = excluded.expires_at_ms \
+                         WHERE idempotency_keys.expires_at_ms <= $7",
+                    )
+                    .bind(o.user_id.as_str())
+                    .bind(new.idempotency_key.as_str())
+                    .bind(new.request_hash.as_str())
+                    .bind(o.id.as_str())
+                    .bind(new.locked_until_ms)
+                    .bind(new.key_expires_at_ms)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                    if claimed == 0 {
+                        drop(tx);
+                        return match self.key(&o.user_id, &new.idempotency_key).await? {
+                            Some(k) => Ok(Created::Existing(k)),
+                            // Purged between the two statements: the caller retries.
+                            None => Err(StoreError::Duplicate),
+                        };
+                    }
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                         $11, $12, $13, $14, $15, 1, $16, $16)"
+                    )))
+                    .bind(o.id.as_str())
+                    .bind(o.user_id.as_str())
+                    .bind(o.market.as_str())
+                    .bind(o.currency.as_str())
+                    .bind(o.total_minor)
+                    .bind(o.document.as_str())
+                    .bind(o.status.as_str())
+                    .bind(o.reason.as_deref())
+                    .bind(o.saga_state.as_str())
+                    .bind(o.step.as_str())
+                    .bind(o.attempts)
+                    .bind(o.next_at_ms)
+                    .bind(o.step_deadline_ms)
+                    .bind(o.lease_owner.as_str())
+                    .bind(o.lease_until_ms)
+                    .bind(if o.created_at_ms == 0 { at } else { o.created_at_ms })
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate,
+                        other => StoreError::from_sqlx(other),
+                    })?;
+                    Self::append(&mut tx, &o.id, &new.log, &new.events, at).await?;
+                    tx.commit().await.map_err(StoreError::from_sqlx)?;
+                    Ok(Created::New)
+                }
+                .await;
+                record($name, "create_order", started, &r);
+                r
+            }
+
+            async fn key(&self, user_id: &str, key: &str) -> Result<Option<KeyRecord>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let row = sqlx::query(
+                        "SELECT request_hash, order_id, status, content_type, body, locked_until_ms \
+                         FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                    )
+                    .bind(user_id)
+                    .bind(key)
+                    .fetch_optional(&self.writer)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    row.map(|row| {
+                        let status: Option<i64> = row.try_get(2).map_err(get)?;
+                        let content_type: Option<String> = row.try_get(3).map_err(get)?;
+                        let body: Option<Vec<u8>> = row.try_get(4).map_err(get)?;
+                        let response = match (status, content_type, body) {
+                            (Some(s), Some(c), Some(b)) => Some((
+                                u16::try_from(s).map_err(|_| StoreError::Corrupt(format!("status {s}")))?,
+                                c,
+                                b,
+                            )),
+                            _ => None,
+                        };
+                        Ok(KeyRecord {
+                            request_hash: row.try_get(0).map_err(get)?,
+                            order_id: row.try_get(1).map_err(get)?,
+                            response,
+                            locked_until_ms: row.try_get(5).map_err(get)?,
+                        })
+                    })
+                    .transpose()
+                }
+                .await;
+                record($name, "idempotency_key", started, &r);
+                r
+            }
+
+            async fn store_response(
+                &self,
+                user_id: &str,
+                key: &str,
+                status: u16,
+                content_type: &str,
+                body: &[u8],
+            ) -> Result<bool> {
+                let started = std::time::Instant::now();
+                let r = sqlx::query(
+                    "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3 \
+                     WHERE user_id = $4 AND key = $5 AND status IS NULL",
+                )
+                .bind(i64::from(status))
+                .bind(content_type)
+                .bind(body)
+                .bind(user_id)
+                .bind(key)
+                .execute(&self.writer)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(StoreError::from_sqlx);
+                record($name, "store_response", started, &r);
+                r
+            }
+
+            async fn relock_key(
+                &self,
+                user_id: &str,
+                key: &str,
+                now_ms: i64,
+                until_ms: i64,
+            ) -> Result<bool> {
+                let started = std::time::Instant::now();
+                let r = sqlx::query(
+                    "UPDATE idempotency_keys SET locked_until_ms = $1 \
+                     WHERE user_id = $2 AND key = $3 AND status IS NULL AND locked_until_ms <= $4",
+                )
+                .bind(until_ms)
+                .bind(user_id)
+                .bind(key)
+                .bind(now_ms)
+                .execute(&self.writer)
+                .await
+                .map(|r| r.rows_affected() == 1)
+                .map_err(StoreError::from_sqlx);
+                record($name, "relock_key", started, &r);
+                r
+            }
+
+            async fn purge_keys(&self, now_ms: i64, limit: u32) -> Result<u64> {
+                let started = std::time::Instant::now();
+                let r = sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE (user_id, key) IN (SELECT user_id, key \
+                     FROM idempotency_keys WHERE expires_at_ms <= $1 LIMIT $2)",
+                )
+                .bind(now_ms)
+                .bind(i64::from(limit))
+                .execute(&self.writer)
+                .await
+                .map(|r| r.rows_affected())
+                .map_err(StoreError::from_sqlx);
+                record($name, "purge_keys", started, &r);
+                r
+            }
+
+            async fn advance(&self, a: &Advance) -> Result<Option<OrderRow>> {
+                let started = std::time::Instant::now();
+                let at = now_ms();
+                let r = async {
+                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE orders SET saga_state = COALESCE($1, saga_state), step = COALESCE($2, step), \
+                         status = COALESCE($3, status), reason = COALESCE($4, reason), attempts = $5, \
+                         next_at_ms = $6, step_deadline_ms = $7, lease_owner = COALESCE($8, lease_owner), \
+                         lease_until_ms = COALESCE($9, lease_until_ms), version = version + 1, updated_at_ms = $10 \
+                         WHERE id = $11 AND version = $12 RETURNING {ORDER_COLUMNS}"
+                    )))
+                    .bind(a.saga_state.map(SagaState::as_str))
+                    .bind(a.step.as_deref())
+                    .bind(a.status.as_deref())
+                    .bind(a.reason.as_deref())
+                    .bind(a.attempts)
+                    .bind(a.next_at_ms)
+                    .bind(a.step_deadline_ms)
+                    .bind(a.lease.as_ref().map(|l| l.0.as_str()))
+                    .bind(a.lease.as_ref().map(|l| l.1))
+                    .bind(at)
+                    .bind(a.order_id.as_str())
+                    .bind(a.expected_version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let Some(row) = row else {
+                        return Ok(None);
+                    };
+                    let order = Self::order_row(&row)?;
+                    Self::append(&mut tx, &a.order_id, &a.log, &a.events, at).await?;
+                    tx.commit().await.map_err(StoreError::from_sqlx)?;
+                    Ok(Some(order))
+                }
+                .await;
+                record($name, "advance_saga", started, &r);
+                r
+            }
+
+            async fn order(&self, id: &str) -> Result<Option<OrderRow>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"
+                    )))
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    row.as_ref().map(Self::order_row).transpose()
+                }
+                .await;
+                record($name, "order", started, &r);
+                r
+            }
+
+            async fn log(&self, id: &str) -> Result<Vec<StepLog>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let rows = sqlx::query(
+                        "SELECT step, outcome, detail, at_ms FROM saga_log WHERE order_id = $1 ORDER BY seq",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    rows.iter()
+                        .map(|row| {
+                            Ok(StepLog {
+                                step: row.try_get(0).map_err(get)?,
+                                outcome: row.try_get(1).map_err(get)?,
+                                detail: row.try_get(2).map_err(get)?,
+                                at_ms: row.try_get(3).map_err(get)?,
+                            })
+                        })
+                        .collect()
+                }
+                .await;
+                record($name, "saga_log", started, &r);
+                r
+            }
+
+            async fn orders_of(
+                &self,
+                user_id: &str,
+                before: Option<(i64, String)>,
+                limit: u32,
+            ) -> Result<Vec<OrderRow>> {
+                let started = std::time::Instant::now();
+                let (at, id) = before.unwrap_or((i64::MAX, String::new()));
+                // With no cursor, every order is "before" (MAX, "").
+                let r = async {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 \
+                         AND (created_at_ms < $2 OR (created_at_ms = $2 AND id < $3)) \
+                         ORDER BY created_at_ms DESC, id DESC LIMIT $4"
+                    )))
+                    .bind(user_id)
+                    .bind(at)
+                    .bind(id.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    rows.iter().map(Self::order_row).collect()
+                }
+                .await;
+                record($name, "orders_of", started, &r);
+                r
+            }
+
+            async fn sagas(
+                &self,
+                state: Option<SagaState>,
+                changed_before_ms: i64,
+                after: Option<(i64, String)>,
+                limit: u32,
+            ) -> Result<Vec<OrderRow>> {
+                let started = std::time::Instant::now();
+                let (at, id) = after.unwrap_or((i64::MIN, String::new()));
+                let state = state.map_or("", SagaState::as_str);
+                let r = async {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {ORDER_COLUMNS} FROM orders WHERE \
+                         (($1 = '' AND saga_state <> 'done') OR saga_state = $1) AND updated_at_ms < $2 \
+                         AND (updated_at_ms > $3 OR (updated_at_ms = $3 AND id > $4)) \
+                         ORDER BY updated_at_ms, id LIMIT $5"
+                    )))
+                    .bind(state)
+                    .bind(changed_before_ms)
+                    .bind(at)
+                    .bind(id.as_str())
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    rows.iter().map(Self::order_row).collect()
+                }
+                .await;
+                record($name, "sagas", started, &r);
+                r
+            }
+
+            async fn claim_due(
+                &self,
+                owner: &str,
+                now_ms: i64,
+                lease_until_ms: i64,
+                limit: u32,
+            ) -> Result<Vec<OrderRow>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "UPDATE orders SET lease_owner = $1, lease_until_ms = $2 WHERE id IN ( \
+                         SELECT id FROM orders WHERE saga_state IN ('running', 'compensating') \
+                         AND next_at_ms <= $3 AND (lease_until_ms <= $3 OR lease_owner = $1) \
+                         ORDER BY next_at_ms LIMIT $4) \
+                         AND saga_state IN ('running', 'compensating') \
+                         AND (lease_until_ms <= $3 OR lease_owner = $1) RETURNING {ORDER_COLUMNS}"
+                    )))
+                    .bind(owner)
+                    .bind(lease_until_ms)
+                    .bind(now_ms)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.writer)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    rows.iter().map(Self::order_row).collect()
+                }
+                .await;
+                record($name, "claim_due", started, &r);
+                r
+            }
+
+            async fn events(&self, after: i64, limit: u32) -> Result<Vec<CheckoutEvent>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let rows = sqlx::query(
+                        "SELECT position, event_id, kind, order_id, payload, created_at_ms FROM checkout_outbox \
+                         WHERE position > $1 ORDER BY position LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    rows.iter()
+                        .map(|row| {
+                            Ok(CheckoutEvent {
+                                position: row.try_get(0).map_err(get)?,
+                                event: NewEvent {
+                                    event_id: row.try_get(1).map_err(get)?,
+                                    kind: row.try_get(2).map_err(get)?,
+                                    order_id: row.try_get(3).map_err(get)?,
+                                    payload: row.try_get(4).map_err(get)?,
+                                },
+                                created_at_ms: row.try_get(5).map_err(get)?,
+                            })
+                        })
+                        .collect()
+                }
+                .await;
+                record($name, "checkout_events", started, &r);
+                r
+            }
+
+            async fn audit(&self, e: &AuditEntry) -> Result<()> {
+                let started = std::time::Instant::now();
+                let r = sqlx::query(
+                    "INSERT INTO saga_audit (order_id, actor, action, note, at_ms) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(e.order_id.as_str())
+                .bind(e.actor.as_str())
+                .bind(e.action.as_str())
+                .bind(e.note.as_str())
+                .bind(if e.at_ms == 0 { now_ms() } else { e.at_ms })
+                .execute(&self.writer)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from_sqlx);
+                record($name, "audit", started, &r);
+                r
+            }
+
+            async fn audit_of(&self, order_id: &str) -> Result<Vec<AuditEntry>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let rows = sqlx::query(
+                        "SELECT order_id, actor, action, note, at_ms FROM saga_audit WHERE order_id = $1 ORDER BY id",
+                    )
+                    .bind(order_id)
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    rows.iter()
+                        .map(|row| {
+                            Ok(AuditEntry {
+                                order_id: row.try_get(0).map_err(get)?,
+                                actor: row.try_get(1).map_err(get)?,
+                                action: row.try_get(2).map_err(get)?,
+                                note: row.try_get(3).map_err(get)?,
+                                at_ms: row.try_get(4).map_err(get)?,
+                            })
+                        })
+                        .collect()
+                }
+                .await;
+                record($name, "audit_of", started, &r);
+                r
+            }
+
+            async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
+                let started = std::time::Instant::now();
+                let r = sqlx::query_as::<_, (String, i64)>(
+                    "SELECT status, COUNT(*) FROM orders GROUP BY status ORDER BY status",
+                )
+                .fetch_all(&self.reader)
+                .await
+                .map_err(StoreError::from_sqlx);
+                record($name, "count_orders", started, &r);
+                r
+            }
+
+            async fn close(&self) {
+                self.shut().await;
+            }
+        }
+    };
+}
+
+orders_store!(Sqlite, "sqlite", "");
+orders_store!(
+    Postgres,
+    "postgres",
+    "SELECT pg_advisory_xact_lock(7368212)"
+);
