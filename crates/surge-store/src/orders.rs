@@ -297,14 +297,16 @@ pub trait OrdersStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<OrderRow>>;
 
-    /// Claims up to `limit` running or compensating sagas that are due (`next_at_ms <=
-    /// now_ms`) and not claimed by another live orchestrator (their lease ran out, or it
-    /// is `owner`'s), leasing them to `owner` until `lease_until_ms`.
+    /// Claims up to `limit` running or compensating sagas for `owner`, leasing them
+    /// until `lease_until_ms`: those whose lease ran out and that are due (`next_at_ms
+    /// <= now_ms`), and with `reclaim_own` every one whose lease is `owner`'s, due or
+    /// not (a node that restarts takes its sagas back at once).
     async fn claim_due(
         &self,
         owner: &str,
         now_ms: i64,
         lease_until_ms: i64,
+        reclaim_own: bool,
         limit: u32,
     ) -> Result<Vec<OrderRow>>;
 
@@ -745,6 +747,7 @@ macro_rules! orders_store {
                 owner: &str,
                 now_ms: i64,
                 lease_until_ms: i64,
+                reclaim_own: bool,
                 limit: u32,
             ) -> Result<Vec<OrderRow>> {
                 let started = std::time::Instant::now();
@@ -752,15 +755,17 @@ macro_rules! orders_store {
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE orders SET lease_owner = $1, lease_until_ms = $2 WHERE id IN ( \
                          SELECT id FROM orders WHERE saga_state IN ('running', 'compensating') \
-                         AND next_at_ms <= $3 AND (lease_until_ms <= $3 OR lease_owner = $1) \
+                         AND ((next_at_ms <= $3 AND lease_until_ms <= $3) OR (lease_owner = $1 AND $5)) \
                          ORDER BY next_at_ms LIMIT $4) \
                          AND saga_state IN ('running', 'compensating') \
-                         AND (lease_until_ms <= $3 OR lease_owner = $1) RETURNING {ORDER_COLUMNS}"
+                         AND ((next_at_ms <= $3 AND lease_until_ms <= $3) OR (lease_owner = $1 AND $5)) \
+                         RETURNING {ORDER_COLUMNS}"
                     )))
                     .bind(owner)
                     .bind(lease_until_ms)
                     .bind(now_ms)
                     .bind(i64::from(limit))
+                    .bind(reclaim_own)
                     .fetch_all(&self.writer)
                     .await
                     .map_err(StoreError::from_sqlx)?;

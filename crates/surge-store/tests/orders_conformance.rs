@@ -289,21 +289,40 @@ async fn lists_page_and_claims_lease(s: &dyn OrdersStore) {
 
     // Claims: due (next_at <= now) and lease free (until 1,000 by node-a).
     assert!(
-        s.claim_due("node-b", 500, 2_000, 10)
+        s.claim_due("node-b", 500, 2_000, false, 10)
             .await
             .unwrap()
             .is_empty(),
         "node-a's lease holds"
     );
-    let mine = s.claim_due("node-a", 25, 3_000, 10).await.unwrap();
-    assert_eq!(
-        mine.len(),
-        4,
-        "its own lease, due ones only (o0, o1, o2, x)"
+    assert!(
+        s.claim_due("node-a", 500, 2_000, false, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a live lease is not claimed again, even by its owner"
     );
-    let theirs = s.claim_due("node-b", 5_000, 9_000, 10).await.unwrap();
-    assert_eq!(theirs.len(), 6, "every lease ran out");
+    let mine = s.claim_due("node-a", 25, 3_000, true, 10).await.unwrap();
+    assert_eq!(mine.len(), 6, "a restarted owner takes all its sagas back");
+    let theirs = s
+        .claim_due("node-b", 3_000, 9_000, false, 10)
+        .await
+        .unwrap();
+    let ids: Vec<_> = theirs.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(
+        theirs.len(),
+        6,
+        "every lease ran out and all are due: {ids:?}"
+    );
     assert!(theirs.iter().all(|o| o.lease_owner == "node-b"));
+    // Only the due ones once the lease runs out again.
+    assert_eq!(
+        s.claim_due("node-c", 9_000, 9_500, false, 10)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
     // Done sagas are never claimed and not listed as open.
     let o = s.order("o0").await.unwrap().unwrap();
     s.advance(&Advance {
@@ -316,7 +335,10 @@ async fn lists_page_and_claims_lease(s: &dyn OrdersStore) {
     .unwrap()
     .unwrap();
     assert_eq!(
-        s.claim_due("node-b", 5_000, 9_000, 10).await.unwrap().len(),
+        s.claim_due("node-c", 10_000, 19_000, false, 10)
+            .await
+            .unwrap()
+            .len(),
         5
     );
     let open = s.sagas(None, LATER, None, 3).await.unwrap();
