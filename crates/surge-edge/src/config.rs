@@ -170,6 +170,11 @@ pub fn default_routes() -> Vec<Route> {
         authenticators: vec!["jwt".into()],
         ..route(prefix, "identity", Access::Authenticated, "account")
     };
+    // Checkout: signed-in users only (the user id comes from the Envelope).
+    let buy = |prefix: &str| Route {
+        authenticators: vec!["jwt".into()],
+        ..route(prefix, "checkout", Access::Authenticated, "checkout")
+    };
     vec![
         browse("/products"),
         browse("/product-offers"),
@@ -185,6 +190,11 @@ pub fn default_routes() -> Vec<Route> {
         route("/admin/sessions", "identity", Access::Admin, "admin"),
         route("/admin/users", "identity", Access::Admin, "admin"),
         route("/admin/switches", "identity", Access::Admin, "admin"),
+        buy("/checkout"),
+        buy("/orders"),
+        route("/admin/sagas", "checkout", Access::Admin, "admin"),
+        route("/admin/inventory", "checkout", Access::Admin, "admin"),
+        route("/admin/checkout", "checkout", Access::Admin, "admin"),
     ]
 }
 

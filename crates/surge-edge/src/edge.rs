@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use surge_http::admin::AdminToken;
+use surge_http::envelope::EnvelopeKeys;
 use surge_store::IdentityStore;
 use tokio::sync::watch;
 use tower::ServiceBuilder;
@@ -47,6 +48,24 @@ fn ops_router() -> axum::Router {
 pub type Pipeline =
     Limit<KillSwitch<RateLimit<Authenticate<RateLimit<MicroCached<Shed<Dispatch>>>>>>>;
 
+/// Roles whose routes are in the default table but that an edge may run without
+/// (their routes then answer 503 `unavailable`).
+pub const OPTIONAL_ROLES: &[&str] = &["checkout"];
+
+/// A stand-in for a role that runs neither here nor anywhere the config names.
+fn absent_role(name: &str) -> axum::Router {
+    let detail = format!(
+        "the {name} role is not available behind this edge (an operator can set edge.upstreams.{name})"
+    );
+    axum::Router::new().fallback(move || {
+        let detail = detail.clone();
+        async move { surge_http::Problem::unavailable(detail, 60) }
+    })
+}
+
+/// Makes an in-process role's router once the Envelope keys exist.
+pub type KeyedRouter = Box<dyn FnOnce(EnvelopeKeys) -> axum::Router + Send>;
+
 /// A built edge.
 pub struct Edge {
     /// The whole pipeline, to serve on the public listener.
@@ -69,7 +88,20 @@ impl Edge {
         config: &EdgeConfig,
         store: Arc<dyn IdentityStore>,
         admin: AdminToken,
+        in_process: HashMap<String, Upstream>,
+    ) -> Result<Edge, String> {
+        Edge::build_with(config, store, admin, in_process, Vec::new()).await
+    }
+
+    /// [`Edge::build`], plus in-process roles that check the Envelope themselves and so
+    /// need the edge's Envelope keys: each `(name, make)` becomes the upstream `name`
+    /// with the router `make(keys)` (the keys rotate in place: clones share one ring).
+    pub async fn build_with(
+        config: &EdgeConfig,
+        store: Arc<dyn IdentityStore>,
+        admin: AdminToken,
         mut in_process: HashMap<String, Upstream>,
+        keyed: Vec<(String, KeyedRouter)>,
     ) -> Result<Edge, String> {
         config.validate()?;
         surge_http::metrics::install();
@@ -78,6 +110,9 @@ impl Edge {
             .await
             .map_err(|e| format!("cannot read the revocation log: {e}"))?;
         let keys = identity.keys().envelope();
+        for (name, make) in keyed {
+            in_process.insert(name, upstream(make(keys.clone())));
+        }
         let switches = Arc::new(Switches::new(
             &config.routes,
             store.clone(),
@@ -117,6 +152,21 @@ impl Edge {
                 })?,
             };
             upstreams.insert(name.clone(), service);
+        }
+        // Roles running in this process that the config does not mention are reachable
+        // in process; optional roles that run nowhere answer 503 on their routes.
+        for (name, service) in in_process {
+            upstreams.entry(name).or_insert(service);
+        }
+        for r in &config.routes {
+            let name = r.upstream.as_str();
+            if OPTIONAL_ROLES.contains(&name) && !upstreams.contains_key(name) {
+                tracing::info!(
+                    role = name,
+                    "the {name} role does not run here and edge.upstreams.{name} is not set: its routes answer 503"
+                );
+                upstreams.insert(name.to_owned(), upstream(absent_role(name)));
+            }
         }
         let mut authenticators: HashMap<String, Arc<dyn Authenticator>> = HashMap::new();
         authenticators.insert(

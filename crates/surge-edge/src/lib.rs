@@ -19,4 +19,4 @@ pub mod switches;
 mod upkeep;
 
 pub use config::EdgeConfig;
-pub use edge::{Edge, IDENTITY, Pipeline};
+pub use edge::{Edge, IDENTITY, KeyedRouter, Pipeline};

@@ -43,6 +43,13 @@ pub enum ProblemKind {
     Conflict,
     /// 422: well-formed JSON that fails validation.
     ValidationFailed,
+    /// 400: a write that needs an `Idempotency-Key` header came without one.
+    IdempotencyKeyMissing,
+    /// 422: the `Idempotency-Key` was used before with a different request.
+    IdempotencyKeyReused,
+    /// 409: the first request with this `Idempotency-Key` is still running;
+    /// `Retry-After` says when to look again.
+    IdempotencyKeyInUse,
     /// 429: too many requests; `Retry-After` says when to try again.
     TooManyRequests,
     /// 503: a dependency is unavailable; try again.
@@ -74,6 +81,9 @@ impl ProblemKind {
             ProblemKind::UnsupportedMediaType => "unsupported-media-type",
             ProblemKind::Conflict => "conflict",
             ProblemKind::ValidationFailed => "validation-failed",
+            ProblemKind::IdempotencyKeyMissing => "idempotency-key-missing",
+            ProblemKind::IdempotencyKeyReused => "idempotency-key-reused",
+            ProblemKind::IdempotencyKeyInUse => "idempotency-key-in-use",
             ProblemKind::TooManyRequests => "too-many-requests",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::SwitchedOff => "switched-off",
@@ -86,7 +96,9 @@ impl ProblemKind {
     /// The HTTP status of this kind.
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemKind::BadRequest => StatusCode::BAD_REQUEST,
+            ProblemKind::BadRequest | ProblemKind::IdempotencyKeyMissing => {
+                StatusCode::BAD_REQUEST
+            }
             ProblemKind::Unauthorized | ProblemKind::Revoked | ProblemKind::TokenExpired => {
                 StatusCode::UNAUTHORIZED
             }
@@ -96,8 +108,10 @@ impl ProblemKind {
             ProblemKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProblemKind::Conflict => StatusCode::CONFLICT,
-            ProblemKind::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemKind::Conflict | ProblemKind::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            ProblemKind::ValidationFailed | ProblemKind::IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ProblemKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ProblemKind::Unavailable | ProblemKind::SwitchedOff => StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::BadGateway => StatusCode::BAD_GATEWAY,
@@ -121,6 +135,9 @@ impl ProblemKind {
             ProblemKind::UnsupportedMediaType => "Unsupported media type",
             ProblemKind::Conflict => "Conflict",
             ProblemKind::ValidationFailed => "Validation failed",
+            ProblemKind::IdempotencyKeyMissing => "Idempotency-Key missing",
+            ProblemKind::IdempotencyKeyReused => "Idempotency-Key reused",
+            ProblemKind::IdempotencyKeyInUse => "Idempotency-Key in use",
             ProblemKind::TooManyRequests => "Too many requests",
             ProblemKind::Unavailable => "Service unavailable",
             ProblemKind::SwitchedOff => "Switched off",

@@ -177,6 +177,8 @@ pub struct KeyRecord {
     pub response: Option<(u16, String, Vec<u8>)>,
     /// Until when the first request holds it.
     pub locked_until_ms: i64,
+    /// When it may be forgotten (a later request with the key starts afresh).
+    pub expires_at_ms: i64,
 }
 
 /// What [`OrdersStore::create`] did.
@@ -496,8 +498,8 @@ macro_rules! orders_store {
                 let started = std::time::Instant::now();
                 let r = async {
                     let row = sqlx::query(
-                        "SELECT request_hash, order_id, status, content_type, body, locked_until_ms \
-                         FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                        "SELECT request_hash, order_id, status, content_type, body, locked_until_ms, \
+                         expires_at_ms FROM idempotency_keys WHERE user_id = $1 AND key = $2",
                     )
                     .bind(user_id)
                     .bind(key)
@@ -522,6 +524,7 @@ macro_rules! orders_store {
                             order_id: row.try_get(1).map_err(get)?,
                             response,
                             locked_until_ms: row.try_get(5).map_err(get)?,
+                            expires_at_ms: row.try_get(6).map_err(get)?,
                         })
                     })
                     .transpose()

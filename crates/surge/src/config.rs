@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use surge_catalog::CatalogConfig;
+use surge_checkout::CheckoutConfig;
 use surge_edge::EdgeConfig;
 use surge_store::StoreOptions;
 use toml::{Table, Value};
@@ -28,6 +29,16 @@ pub struct Config {
     /// Identity store URL (accounts, sessions, keys). Empty (default): with an embedded
     /// store `sqlite://<data_dir>/identity.db`, otherwise the same URL as `store`.
     pub identity_store: String,
+    /// Checkout's orders store URL (orders, saga log, idempotency keys). Empty
+    /// (default): with an embedded store `sqlite://<data_dir>/orders.db`, otherwise the
+    /// same URL as `store` (give each service its own database or schema in production).
+    pub orders_store: String,
+    /// Checkout's inventory store URL (stock, holds). Empty (default): like
+    /// `orders_store`, with `inventory.db`.
+    pub inventory_store: String,
+    /// Checkout's payments store URL (authorizations, captures, refunds). Empty
+    /// (default): like `orders_store`, with `payments.db`.
+    pub payments_store: String,
     /// A second, internal address where the roles running in this process answer
     /// directly, without the edge (`host:port`; for benchmarks and debugging; never
     /// expose it). Empty (default): none.
@@ -43,6 +54,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     /// The edge role (the public door).
     pub edge: EdgeConfig,
+    /// The checkout role (orders, inventory, payments and the saga).
+    pub checkout: CheckoutConfig,
 }
 
 /// Log output.
@@ -71,12 +84,16 @@ impl Default for Config {
             data_dir: PathBuf::from("./surge-data"),
             store: String::new(),
             identity_store: String::new(),
+            orders_store: String::new(),
+            inventory_store: String::new(),
+            payments_store: String::new(),
             internal_listen: String::new(),
             admin_token: String::new(),
             log: LogConfig::default(),
             store_options: StoreOptions::default(),
             catalog: CatalogConfig::default(),
             edge: EdgeConfig::default(),
+            checkout: CheckoutConfig::default(),
         }
     }
 }
@@ -222,7 +239,12 @@ impl Config {
                     )
                 })?;
         }
-        for (key, url) in [("identity_store", &self.identity_store)] {
+        for (key, url) in [
+            ("identity_store", &self.identity_store),
+            ("orders_store", &self.orders_store),
+            ("inventory_store", &self.inventory_store),
+            ("payments_store", &self.payments_store),
+        ] {
             if !url.is_empty() && !url.starts_with("sqlite:") && !url.starts_with("postgres") {
                 return Err(format!(
                     "{key} must be sqlite://PATH or postgres://…, got {url:?}"
@@ -230,19 +252,41 @@ impl Config {
             }
         }
         self.catalog.validate()?;
+        self.checkout.validate()?;
         self.edge.validate()
+    }
+
+    /// The URL of one of checkout's stores: `given`, or its own SQLite file `file` next
+    /// to the catalog's, or the catalog's server database.
+    fn service_store_url(&self, given: &str, file: &str) -> String {
+        if !given.is_empty() {
+            given.to_owned()
+        } else if self.store.is_empty() || self.store.starts_with("sqlite:") {
+            format!("sqlite://{}", self.data_dir.join(file).display())
+        } else {
+            self.store.clone()
+        }
+    }
+
+    /// The orders store URL.
+    pub fn orders_store_url(&self) -> String {
+        self.service_store_url(&self.orders_store, "orders.db")
+    }
+
+    /// The inventory store URL.
+    pub fn inventory_store_url(&self) -> String {
+        self.service_store_url(&self.inventory_store, "inventory.db")
+    }
+
+    /// The payments store URL.
+    pub fn payments_store_url(&self) -> String {
+        self.service_store_url(&self.payments_store, "payments.db")
     }
 
     /// The identity store URL: its own SQLite file next to the catalog's, or the
     /// catalog's server database.
     pub fn identity_store_url(&self) -> String {
-        if !self.identity_store.is_empty() {
-            self.identity_store.clone()
-        } else if self.store.is_empty() || self.store.starts_with("sqlite:") {
-            format!("sqlite://{}", self.data_dir.join("identity.db").display())
-        } else {
-            self.store.clone()
-        }
+        self.service_store_url(&self.identity_store, "identity.db")
     }
 
     /// The store URL, defaulting to a SQLite file in the data directory.

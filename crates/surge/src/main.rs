@@ -1,6 +1,7 @@
 //! `surge`: one binary, every role. `surge up` runs them all in one process on an
 //! embedded store; `surge serve --roles …` runs a subset against shared servers.
 
+mod checkout;
 mod config;
 mod seed;
 mod serve;
@@ -31,7 +32,7 @@ enum Command {
     Up(ServeArgs),
     /// Run some roles (scale-out).
     Serve {
-        /// Comma-separated roles: edge (the public door), catalog (read + command API), projector.
+        /// Comma-separated roles: edge (the public door), catalog (read + command API), projector, checkout (needs the edge).
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<serve::Role>,
         #[command(flatten)]

@@ -12,7 +12,7 @@ use surge_edge::pipeline::dispatch::upstream;
 use surge_http::admin::AdminToken;
 
 use crate::config::Config;
-use crate::token;
+use crate::{checkout, token};
 
 /// A role this process can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -23,11 +23,13 @@ pub enum Role {
     Projector,
     /// The public door: authentication, the Envelope, routing to the other roles.
     Edge,
+    /// Orders, inventory and payments, kept consistent by the checkout saga.
+    Checkout,
 }
 
 impl Role {
     /// Every role (`surge up`).
-    pub const ALL: [Role; 3] = [Role::Catalog, Role::Projector, Role::Edge];
+    pub const ALL: [Role; 4] = [Role::Catalog, Role::Projector, Role::Edge, Role::Checkout];
 }
 
 /// What answers on the public listener.
@@ -56,12 +58,18 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         projector: roles.contains(&Role::Projector),
     };
     let mut catalog_router = None;
-    if parts.api || parts.projector {
+    let mut catalog_store = None;
+    if parts.api || parts.projector || roles.contains(&Role::Checkout) {
         let url = config.store_url();
         let store = surge_store::open(&url, &config.store_options)
             .await
             .with_context(|| format!("cannot open the store {}", redact(&url)))?;
         tracing::info!(store = store.backend(), "catalog store open");
+        catalog_store = Some(store.clone());
+    }
+    if let Some(store) = catalog_store.clone()
+        && (parts.api || parts.projector)
+    {
         let catalog = surge_catalog::build(&config.catalog, store.clone(), &admin, parts).await?;
         if let Some(projector) = catalog.projector {
             tasks.push(tokio::spawn(projector.run(stop_rx.clone())));
@@ -69,9 +77,31 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         if parts.api {
             catalog_router = Some(catalog.router);
         }
+    }
+    if let Some(store) = catalog_store.clone() {
         closers.push(Box::new(move || {
             Box::pin(async move { store.close().await })
         }));
+    }
+
+    let mut keyed: Vec<(String, surge_edge::KeyedRouter)> = Vec::new();
+    if roles.contains(&Role::Checkout) {
+        if !roles.contains(&Role::Edge) {
+            anyhow::bail!(
+                "the checkout role needs the edge in the same process for now (it checks the \
+                 edge's Envelope with the edge's keys): run --roles edge,checkout"
+            );
+        }
+        let catalog = catalog_store
+            .clone()
+            .context("checkout prices from the catalog store")?;
+        let checkout = checkout::start(&config, catalog, stop_rx.clone(), &mut closers).await?;
+        tasks.push(tokio::spawn(checkout.saga.clone().run(stop_rx.clone())));
+        let admin_token = AdminToken::new(&admin);
+        keyed.push((
+            "checkout".to_owned(),
+            Box::new(move |keys| checkout.router(keys, admin_token)),
+        ));
     }
 
     let public = if roles.contains(&Role::Edge) {
@@ -83,11 +113,12 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         if let Some(router) = &catalog_router {
             in_process.insert("catalog".to_owned(), upstream(router.clone()));
         }
-        let edge = Edge::build(
+        let edge = Edge::build_with(
             &config.edge,
             identity_store.clone(),
             AdminToken::new(&admin),
             in_process,
+            keyed,
         )
         .await
         .map_err(anyhow::Error::msg)

@@ -1,0 +1,131 @@
+//! The inventory service: the authority for what can be sold. It owns the inventory
+//! store (stock counters and holds) and remembers which SKUs are sold out, so a rush on
+//! a sold-out SKU is answered from memory without a database round trip.
+//!
+//! The sold-out memory is a hint, never the authority: a SKU is marked when a hold did
+//! not fit and the store then reported nothing available; it is forgotten on any
+//! release or restock through this service and after `sold_out_ttl_ms` (which bounds
+//! how long a release on another node goes unseen). A wrong "available" hint only costs
+//! a database round trip; a stale "sold out" costs at most one TTL of refusals.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use surge_store::{HoldLine, HoldOutcome, InventoryStore, StockLevel, StoreError};
+use tokio::time::Instant;
+
+use crate::config::InventoryConfig;
+use crate::metrics;
+
+/// The inventory service (cheap to clone).
+#[derive(Clone)]
+pub struct Inventory {
+    store: Arc<dyn InventoryStore>,
+    sold_out: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    ttl: Duration,
+}
+
+/// Most SKUs remembered as sold out; beyond it the oldest marks are dropped.
+const MAX_SOLD_OUT: usize = 100_000;
+
+impl Inventory {
+    /// The service over `store`.
+    pub fn new(store: Arc<dyn InventoryStore>, config: &InventoryConfig) -> Self {
+        Inventory {
+            store,
+            sold_out: Arc::default(),
+            ttl: Duration::from_millis(config.sold_out_ttl_ms),
+        }
+    }
+
+    /// The store (for the sweeper and tests).
+    pub fn store(&self) -> &Arc<dyn InventoryStore> {
+        &self.store
+    }
+
+    fn is_sold_out(&self, sku: &str, market: &str) -> bool {
+        let now = Instant::now();
+        let map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(sku.to_owned(), market.to_owned()))
+            .is_some_and(|until| *until > now)
+    }
+
+    fn mark(&self, sku: &str, market: &str) {
+        let now = Instant::now();
+        let mut map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_SOLD_OUT {
+            map.retain(|_, until| *until > now);
+            if map.len() >= MAX_SOLD_OUT {
+                map.clear();
+            }
+        }
+        map.insert((sku.to_owned(), market.to_owned()), now + self.ttl);
+    }
+
+    fn forget<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return;
+        }
+        for (sku, market) in keys {
+            map.remove(&(sku.to_owned(), market.to_owned()));
+        }
+    }
+
+    /// Holds every line for `order_id` until `expires_at_ms`, all or nothing. A line
+    /// on a SKU known to be sold out is refused without asking the store.
+    pub async fn hold(
+        &self,
+        order_id: &str,
+        lines: &[HoldLine],
+        expires_at_ms: i64,
+    ) -> Result<HoldOutcome, StoreError> {
+        if let Some(l) = lines.iter().find(|l| self.is_sold_out(&l.sku, &l.market)) {
+            ::metrics::counter!(metrics::SOLD_OUT_FROM_MEMORY_TOTAL).increment(1);
+            return Ok(HoldOutcome::OutOfStock {
+                sku: l.sku.clone(),
+                market: l.market.clone(),
+            });
+        }
+        let outcome = self.store.hold(order_id, lines, expires_at_ms).await?;
+        if let HoldOutcome::OutOfStock { sku, market } = &outcome
+            && let Ok(Some(level)) = self.store.stock(sku, market).await
+            && level.available == 0
+        {
+            self.mark(sku, market);
+        }
+        Ok(outcome)
+    }
+
+    /// Gives the order's held units back (idempotent). Returns the units released.
+    pub async fn release(&self, order_id: &str, lines: &[HoldLine]) -> Result<i64, StoreError> {
+        let units = self.store.release(order_id).await?;
+        if units > 0 {
+            self.forget(lines.iter().map(|l| (l.sku.as_str(), l.market.as_str())));
+        }
+        Ok(units)
+    }
+
+    /// Turns the order's held units into sold ones (idempotent). Returns the units sold.
+    pub async fn commit(&self, order_id: &str) -> Result<i64, StoreError> {
+        self.store.commit(order_id).await
+    }
+
+    /// Adds units to what is available.
+    pub async fn restock(
+        &self,
+        sku: &str,
+        market: &str,
+        units: i64,
+    ) -> Result<StockLevel, StoreError> {
+        let level = self.store.restock(sku, market, units).await?;
+        self.forget([(sku, market)]);
+        Ok(level)
+    }
+
+    /// The counters of one SKU in one market.
+    pub async fn stock(&self, sku: &str, market: &str) -> Result<Option<StockLevel>, StoreError> {
+        self.store.stock(sku, market).await
+    }
+}

@@ -1,0 +1,24 @@
+//! Metric names of checkout.
+
+/// Counter: checkouts accepted (an order was created), labelled `market`.
+pub const CHECKOUTS_TOTAL: &str = "surge_checkout_orders_created_total";
+/// Counter: sagas that finished, labelled `status` (`confirmed`, `cancelled`).
+pub const SAGAS_FINISHED_TOTAL: &str = "surge_checkout_sagas_finished_total";
+/// Counter: saga step runs, labelled `step` and `outcome` (`done`, `business`, `transient`).
+pub const STEPS_TOTAL: &str = "surge_checkout_saga_steps_total";
+/// Counter: sagas that paused (stuck) or went to manual review, labelled `state`.
+pub const SAGAS_PARKED_TOTAL: &str = "surge_checkout_sagas_parked_total";
+/// Histogram: from order creation to a terminal state, in seconds, labelled `status`.
+pub const SAGA_SECONDS: &str = "surge_checkout_saga_duration_seconds";
+/// Gauge: sagas being driven by this process.
+pub const ACTIVE_SAGAS: &str = "surge_checkout_active_sagas";
+/// Counter: sagas taken up by the recovery poller (after a crash, a retry delay, or
+/// from another node).
+pub const SAGAS_RESUMED_TOTAL: &str = "surge_checkout_sagas_resumed_total";
+/// Counter: holds refused from the sold-out memory, without a database round trip.
+pub const SOLD_OUT_FROM_MEMORY_TOTAL: &str = "surge_checkout_sold_out_from_memory_total";
+/// Counter: idempotent replays answered from a stored response.
+pub const REPLAYS_TOTAL: &str = "surge_checkout_idempotent_replays_total";
+/// Counter: expired holds the sweeper acted on, labelled `action` (`release`, `commit`,
+/// `compensate`).
+pub const EXPIRED_HOLDS_TOTAL: &str = "surge_checkout_expired_holds_total";
