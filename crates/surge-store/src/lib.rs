@@ -1,6 +1,6 @@
 //! Storage for the catalog (source-of-truth tables, the outbox, the projected views),
 //! for the edge's identity data ([`IdentityStore`]) and for checkout's inventory
-//! ([`InventoryStore`]).
+//! ([`InventoryStore`]) and payments ([`PaymentsStore`]).
 //!
 //! Roles talk to the [`CatalogStore`] and [`IdentityStore`] traits only. Two backends implement it with the
 //! same SQL ([`sql`]): embedded SQLite (the default, one file under the data directory)
@@ -14,6 +14,7 @@ mod inventory;
 mod metrics;
 mod migrations;
 mod model;
+mod payments;
 pub mod sql;
 
 use async_trait::async_trait;
@@ -28,7 +29,8 @@ pub use model::{
     Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, StoredView, ViewBatch, ViewPut,
     WriteReceipt,
 };
-pub use sql::{StoreOptions, open, open_identity, open_inventory};
+pub use payments::{PaymentOperation, PaymentRecord, PaymentState, PaymentsStore, Transition};
+pub use sql::{StoreOptions, open, open_identity, open_inventory, open_payments};
 
 /// Result type of every store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -176,6 +176,25 @@ pub async fn open_inventory(
     }
 }
 
+/// Opens checkout's payments store at `url` (`sqlite://PATH` or `postgres://…`) and
+/// applies the payments migrations. Like inventory, the payments service owns its
+/// database: in all-in-one mode its own SQLite file.
+pub async fn open_payments(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Arc<dyn crate::PaymentsStore>> {
+    check_url(url)?;
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Payments]).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Payments]).await?,
+        ))
+    }
+}
+
 fn check_url(url: &str) -> Result<()> {
     if url.starts_with("sqlite:")
         || url.starts_with("postgres://")
