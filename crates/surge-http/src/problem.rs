@@ -96,9 +96,7 @@ impl ProblemKind {
     /// The HTTP status of this kind.
     pub fn status(self) -> StatusCode {
         match self {
-            ProblemKind::BadRequest | ProblemKind::IdempotencyKeyMissing => {
-                StatusCode::BAD_REQUEST
-            }
+            ProblemKind::BadRequest | ProblemKind::IdempotencyKeyMissing => StatusCode::BAD_REQUEST,
             ProblemKind::Unauthorized | ProblemKind::Revoked | ProblemKind::TokenExpired => {
                 StatusCode::UNAUTHORIZED
             }

@@ -1,6 +1,6 @@
 //! Storage for the catalog (source-of-truth tables, the outbox, the projected views),
 //! for the edge's identity data ([`IdentityStore`]) and for checkout's inventory
-//! ([`InventoryStore`]) and orders ([`OrdersStore`]).
+//! ([`InventoryStore`]), orders ([`OrdersStore`]) and payments ([`PaymentsStore`]).
 //!
 //! Roles talk to the [`CatalogStore`] and [`IdentityStore`] traits only. Two backends implement it with the
 //! same SQL ([`sql`]): embedded SQLite (the default, one file under the data directory)
@@ -15,6 +15,7 @@ mod metrics;
 mod migrations;
 mod model;
 mod orders;
+mod payments;
 pub mod sql;
 
 use async_trait::async_trait;
@@ -33,7 +34,8 @@ pub use orders::{
     Advance, AuditEntry, CheckoutEvent, Created, KeyRecord, NewEvent, NewOrder, OrderRow,
     OrdersStore, SagaState, StepLog,
 };
-pub use sql::{StoreOptions, open, open_identity, open_inventory, open_orders};
+pub use payments::{PaymentOperation, PaymentRecord, PaymentState, PaymentsStore, Transition};
+pub use sql::{StoreOptions, open, open_identity, open_inventory, open_orders, open_payments};
 
 /// Result type of every store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -17,6 +17,8 @@ pub(crate) enum Component {
     /// Checkout's orders: orders with their saga state, saga log, idempotency keys,
     /// checkout outbox, admin audit trail.
     Orders,
+    /// Checkout's payments: one payment per order and the log of provider calls.
+    Payments,
 }
 
 /// One schema change.
@@ -193,6 +195,37 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE TABLE saga_audit (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, order_id TEXT NOT NULL, \
          actor TEXT NOT NULL, action TEXT NOT NULL, note TEXT NOT NULL, at_ms BIGINT NOT NULL)",
             "CREATE INDEX saga_audit_order ON saga_audit (order_id, id)",
+        ],
+    },
+    Migration {
+        version: 7,
+        component: Component::Payments,
+        name: "payments: one payment per order and the log of payment provider calls",
+        sqlite: &[
+            "CREATE TABLE payments (order_id TEXT PRIMARY KEY, \
+         amount_minor INTEGER NOT NULL CHECK (amount_minor >= 0), currency TEXT NOT NULL, \
+         state TEXT NOT NULL CHECK (state IN ('authorizing', 'authorized', 'declined', 'voided', 'captured', 'refunded')), \
+         provider_ref TEXT, captured_minor INTEGER NOT NULL CHECK (captured_minor >= 0), \
+         refunded_minor INTEGER NOT NULL CHECK (refunded_minor >= 0), refunds INTEGER NOT NULL, \
+         decline_reason TEXT, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, \
+         CHECK (captured_minor <= amount_minor), CHECK (refunded_minor <= captured_minor)) WITHOUT ROWID",
+            "CREATE TABLE payment_operations (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+         order_id TEXT NOT NULL, op TEXT NOT NULL, idempotency_key TEXT NOT NULL, \
+         outcome TEXT NOT NULL, at_ms INTEGER NOT NULL)",
+            "CREATE INDEX payment_operations_order ON payment_operations (order_id, seq)",
+        ],
+        postgres: &[
+            "CREATE TABLE payments (order_id TEXT PRIMARY KEY, \
+         amount_minor BIGINT NOT NULL CHECK (amount_minor >= 0), currency TEXT NOT NULL, \
+         state TEXT NOT NULL CHECK (state IN ('authorizing', 'authorized', 'declined', 'voided', 'captured', 'refunded')), \
+         provider_ref TEXT, captured_minor BIGINT NOT NULL CHECK (captured_minor >= 0), \
+         refunded_minor BIGINT NOT NULL CHECK (refunded_minor >= 0), refunds BIGINT NOT NULL, \
+         decline_reason TEXT, created_at_ms BIGINT NOT NULL, updated_at_ms BIGINT NOT NULL, \
+         CHECK (captured_minor <= amount_minor), CHECK (refunded_minor <= captured_minor))",
+            "CREATE TABLE payment_operations (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         order_id TEXT NOT NULL, op TEXT NOT NULL, idempotency_key TEXT NOT NULL, \
+         outcome TEXT NOT NULL, at_ms BIGINT NOT NULL)",
+            "CREATE INDEX payment_operations_order ON payment_operations (order_id, seq)",
         ],
     },
 ];

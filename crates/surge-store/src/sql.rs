@@ -123,19 +123,46 @@ fn multi_row(
     sqlx::AssertSqlSafe(sql)
 }
 
+/// A store opened on one of the two backends.
+enum Opened {
+    Sqlite(SqlStore<Sqlite>),
+    Postgres(SqlStore<Postgres>),
+}
+
+/// Opens `url` with the schema `components` migrated.
+async fn open_components(
+    url: &str,
+    options: &StoreOptions,
+    components: &'static [Component],
+) -> Result<Opened> {
+    check_url(url)?;
+    if url.starts_with("sqlite:") {
+        Ok(Opened::Sqlite(
+            SqlStore::<Sqlite>::open_sqlite(url, options, components).await?,
+        ))
+    } else {
+        Ok(Opened::Postgres(
+            SqlStore::<Postgres>::open_postgres(url, options, components).await?,
+        ))
+    }
+}
+
+/// An [`Opened`] store as the trait object the caller returns.
+macro_rules! as_dyn {
+    ($opened:expr) => {
+        match $opened {
+            Opened::Sqlite(s) => Arc::new(s),
+            Opened::Postgres(s) => Arc::new(s),
+        }
+    };
+}
+
 /// Opens the catalog store at `url` (`sqlite://PATH` or `postgres://…`) and applies
 /// the catalog's migrations.
 pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn CatalogStore>> {
-    check_url(url)?;
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Catalog]).await?,
-        ))
-    } else {
-        Ok(Arc::new(
-            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Catalog]).await?,
-        ))
-    }
+    Ok(as_dyn!(
+        open_components(url, options, &[Component::Catalog]).await?
+    ))
 }
 
 /// Opens the identity store at `url` (`sqlite://PATH` or `postgres://…`) and applies
@@ -145,16 +172,9 @@ pub async fn open_identity(
     url: &str,
     options: &StoreOptions,
 ) -> Result<Arc<dyn crate::IdentityStore>> {
-    check_url(url)?;
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Identity]).await?,
-        ))
-    } else {
-        Ok(Arc::new(
-            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Identity]).await?,
-        ))
-    }
+    Ok(as_dyn!(
+        open_components(url, options, &[Component::Identity]).await?
+    ))
 }
 
 /// Opens checkout's inventory store at `url` (`sqlite://PATH` or `postgres://…`) and
@@ -164,32 +184,30 @@ pub async fn open_inventory(
     url: &str,
     options: &StoreOptions,
 ) -> Result<Arc<dyn crate::InventoryStore>> {
-    check_url(url)?;
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Inventory]).await?,
-        ))
-    } else {
-        Ok(Arc::new(
-            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Inventory]).await?,
-        ))
-    }
+    Ok(as_dyn!(
+        open_components(url, options, &[Component::Inventory]).await?
+    ))
 }
 
 /// Opens checkout's orders store at `url` (`sqlite://PATH` or `postgres://…`) and applies
 /// the orders migrations: orders with their saga state, the saga log, idempotency keys,
 /// the checkout outbox. Its own SQLite file in all-in-one mode.
 pub async fn open_orders(url: &str, options: &StoreOptions) -> Result<Arc<dyn crate::OrdersStore>> {
-    check_url(url)?;
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(
-            SqlStore::<Sqlite>::open_sqlite(url, options, &[Component::Orders]).await?,
-        ))
-    } else {
-        Ok(Arc::new(
-            SqlStore::<Postgres>::open_postgres(url, options, &[Component::Orders]).await?,
-        ))
-    }
+    Ok(as_dyn!(
+        open_components(url, options, &[Component::Orders]).await?
+    ))
+}
+
+/// Opens checkout's payments store at `url` (`sqlite://PATH` or `postgres://…`) and
+/// applies the payments migrations. Like inventory, the payments service owns its
+/// database: in all-in-one mode its own SQLite file.
+pub async fn open_payments(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<Arc<dyn crate::PaymentsStore>> {
+    Ok(as_dyn!(
+        open_components(url, options, &[Component::Payments]).await?
+    ))
 }
 
 fn check_url(url: &str) -> Result<()> {

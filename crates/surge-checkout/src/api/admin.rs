@@ -102,7 +102,11 @@ pub async fn list(
 /// `GET /admin/sagas/{id}`: the saga, its step history, its audit trail, its payment.
 pub async fn show(State(api): State<Api>, Path(id): Path<String>) -> Result<Response, Problem> {
     let orders = api.saga.orders();
-    let row = orders.order(&id).await.map_err(store_problem)?.ok_or_else(no_order)?;
+    let row = orders
+        .order(&id)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(no_order)?;
     let log = orders.log(&id).await.map_err(store_problem)?;
     let audit = orders.audit_of(&id).await.map_err(store_problem)?;
     let mut body = saga_json(&row);
@@ -137,7 +141,11 @@ async fn action_body(headers: &HeaderMap, body: Body) -> Result<ActionBody, Prob
         return Ok(ActionBody::default());
     }
     let b: ActionBody = surge_http::body::json(headers, Body::from(bytes), 16 * 1024).await?;
-    if b.note.len() > 1000 || b.actor.as_ref().is_some_and(|a| a.is_empty() || a.len() > 100) {
+    if b.note.len() > 1000
+        || b.actor
+            .as_ref()
+            .is_some_and(|a| a.is_empty() || a.len() > 100)
+    {
         return Err(Problem::bad_param(
             "body",
             "actor is 1 to 100 characters, note at most 1000",
@@ -191,7 +199,12 @@ pub async fn stock(
         .stock(&sku, &market)
         .await
         .map_err(store_problem)?
-        .ok_or_else(|| Problem::new(ProblemKind::NotFound, "no stock record for this SKU in this market"))?;
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemKind::NotFound,
+                "no stock record for this SKU in this market",
+            )
+        })?;
     Ok(Json(serde_json::json!({
         "sku": sku, "market": market,
         "available": level.available, "held": level.held, "sold": level.sold,
@@ -216,10 +229,9 @@ pub async fn restock(
 ) -> Result<Response, Problem> {
     let b: RestockBody = surge_http::body::json(&headers, body, 4096).await?;
     if !(1..=10_000_000).contains(&b.units) {
-        return Err(Problem::validation(vec![surge_http::problem::FieldError::new(
-            "/units",
-            "must be 1..=10000000",
-        )]));
+        return Err(Problem::validation(vec![
+            surge_http::problem::FieldError::new("/units", "must be 1..=10000000"),
+        ]));
     }
     if crate::pricing::split_sku(&sku).is_none() || market.len() != 2 {
         return Err(Problem::bad_param(

@@ -74,7 +74,9 @@ fn key_of(headers: &HeaderMap) -> Result<String, Problem> {
         ));
     };
     let bytes = v.as_bytes();
-    if bytes.is_empty() || bytes.len() > MAX_KEY_BYTES || !bytes.iter().all(|b| b.is_ascii_graphic())
+    if bytes.is_empty()
+        || bytes.len() > MAX_KEY_BYTES
+        || !bytes.iter().all(|b| b.is_ascii_graphic())
     {
         return Err(Problem::bad_param(
             "Idempotency-Key",
@@ -162,7 +164,9 @@ fn validate(r: &CheckoutRequest, api: &Api) -> Vec<FieldError> {
 
 fn valid_sku(sku: &str) -> bool {
     (3..=128).contains(&sku.len())
-        && sku.split_once(':').is_some_and(|(p, m)| !p.is_empty() && !m.is_empty())
+        && sku
+            .split_once(':')
+            .is_some_and(|(p, m)| !p.is_empty() && !m.is_empty())
         && sku
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
@@ -171,10 +175,7 @@ fn valid_sku(sku: &str) -> bool {
 /// A stable hash of the parsed request (key order and spacing do not matter).
 fn request_hash(r: &CheckoutRequest) -> String {
     let canonical = serde_json::to_vec(r).unwrap_or_default();
-    format!(
-        "{:032x}",
-        xxhash_rust::xxh3::xxh3_128(&canonical)
-    )
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&canonical))
 }
 
 /// `POST /checkout`.
@@ -199,7 +200,10 @@ pub async fn post(
     }
     let hash = request_hash(&request);
     let orders = api.saga.orders();
-    if let Some(existing) = orders.key(&env.user_id, &key).await.map_err(store_problem)?
+    if let Some(existing) = orders
+        .key(&env.user_id, &key)
+        .await
+        .map_err(store_problem)?
         && existing.expires_at_ms > now_ms()
     {
         return answer_existing(&api, &env.user_id, &key, &hash, existing).await;
@@ -236,8 +240,12 @@ pub async fn post(
     }
     let total = lines
         .iter()
-        .try_fold(0_i64, |sum, l| sum.checked_add(l.unit_price_minor.checked_mul(l.qty)?))
-        .ok_or_else(|| Problem::validation(vec![FieldError::new("/items", "the total is too large")]))?;
+        .try_fold(0_i64, |sum, l| {
+            sum.checked_add(l.unit_price_minor.checked_mul(l.qty)?)
+        })
+        .ok_or_else(|| {
+            Problem::validation(vec![FieldError::new("/items", "the total is too large")])
+        })?;
     let Some(slot) = api.saga.try_slot() else {
         return Err(Problem::unavailable(
             "checkout is at capacity; try again shortly",
@@ -309,7 +317,8 @@ pub async fn post(
     let handle = api.saga.start(row.clone(), slot);
     let finished = match handle {
         Some(h) => {
-            match tokio::time::timeout(Duration::from_millis(api.config.respond_within_ms), h).await {
+            match tokio::time::timeout(Duration::from_millis(api.config.respond_within_ms), h).await
+            {
                 Ok(Ok(Some(done))) => Some(done),
                 _ => None,
             }
@@ -318,7 +327,11 @@ pub async fn post(
     };
     let row = match finished {
         Some(r) => r,
-        None => orders.order(&id).await.map_err(store_problem)?.unwrap_or(row),
+        None => orders
+            .order(&id)
+            .await
+            .map_err(store_problem)?
+            .unwrap_or(row),
     };
     respond_and_store(&api, &env.user_id, &key, &row, &doc).await
 }
@@ -407,7 +420,8 @@ async fn respond_and_store(
     } else {
         StatusCode::CREATED
     };
-    let body = serde_json::to_vec(&OrderView::new(row, doc, None)).map_err(|e| Problem::internal(&e))?;
+    let body =
+        serde_json::to_vec(&OrderView::new(row, doc, None)).map_err(|e| Problem::internal(&e))?;
     api.saga
         .orders()
         .store_response(user, key, status.as_u16(), "application/json", &body)

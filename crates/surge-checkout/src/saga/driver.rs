@@ -446,7 +446,12 @@ impl Orchestrator {
 
     /// An operator's "retry" of a paused saga or one in manual review.
     pub async fn retry(&self, id: &str, actor: &str, note: &str) -> Result<OrderRow, AdminError> {
-        let order = self.inner.orders.order(id).await?.ok_or(AdminError::NotFound)?;
+        let order = self
+            .inner
+            .orders
+            .order(id)
+            .await?
+            .ok_or(AdminError::NotFound)?;
         let now = now_ms();
         let mut mv = resume(&order, now, &self.inner.timing, actor).ok_or_else(|| {
             AdminError::Conflict(format!(
@@ -454,7 +459,10 @@ impl Orchestrator {
                 order.saga_state.as_str()
             ))
         })?;
-        mv.lease = Some((self.inner.node.clone(), now.saturating_add(self.inner.lease_ms)));
+        mv.lease = Some((
+            self.inner.node.clone(),
+            now.saturating_add(self.inner.lease_ms),
+        ));
         self.operate(order, mv, actor, "retry", note).await
     }
 
@@ -465,7 +473,12 @@ impl Orchestrator {
         actor: &str,
         note: &str,
     ) -> Result<OrderRow, AdminError> {
-        let order = self.inner.orders.order(id).await?.ok_or(AdminError::NotFound)?;
+        let order = self
+            .inner
+            .orders
+            .order(id)
+            .await?
+            .ok_or(AdminError::NotFound)?;
         let now = now_ms();
         let reason = "the order was cancelled by the shop";
         let mut mv = force_compensate(&order, reason, now, &self.inner.timing).ok_or_else(|| {
@@ -476,8 +489,12 @@ impl Orchestrator {
                 order.saga_state.as_str()
             ))
         })?;
-        mv.lease = Some((self.inner.node.clone(), now.saturating_add(self.inner.lease_ms)));
-        self.operate(order, mv, actor, "force_compensate", note).await
+        mv.lease = Some((
+            self.inner.node.clone(),
+            now.saturating_add(self.inner.lease_ms),
+        ));
+        self.operate(order, mv, actor, "force_compensate", note)
+            .await
     }
 
     async fn operate(

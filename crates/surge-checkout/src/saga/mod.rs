@@ -154,7 +154,13 @@ pub fn order_placed(order: &OrderRow) -> NewEvent {
 /// What comes after `outcome` of the order's current step, at `now_ms`: the move to
 /// make durable (its `expected_version` is the order's). `jitter` in [0, 1) spreads
 /// retries. Pure: the same inputs give the same move.
-pub fn decide(order: &OrderRow, outcome: &Outcome, now_ms: i64, t: &Timing, jitter: f64) -> Advance {
+pub fn decide(
+    order: &OrderRow,
+    outcome: &Outcome,
+    now_ms: i64,
+    t: &Timing,
+    jitter: f64,
+) -> Advance {
     let step = Step::parse(&order.step).unwrap_or(Step::Finished);
     let mut mv = Advance {
         order_id: order.id.clone(),
@@ -199,7 +205,11 @@ pub fn decide(order: &OrderRow, outcome: &Outcome, now_ms: i64, t: &Timing, jitt
                 mv.next_at_ms = now_ms;
                 mv.log.push(line(
                     name,
-                    if parked == SagaState::Review { "review" } else { "paused" },
+                    if parked == SagaState::Review {
+                        "review"
+                    } else {
+                        "paused"
+                    },
                     format!("gave up after {attempts} attempts: {why}"),
                 ));
             } else {
@@ -245,7 +255,8 @@ pub fn decide(order: &OrderRow, outcome: &Outcome, now_ms: i64, t: &Timing, jitt
             mv.step = Some(Step::Finished.as_str().into());
             mv.next_at_ms = now_ms;
             mv.step_deadline_ms = now_ms;
-            mv.events.push(event(order, "OrderConfirmed", serde_json::Value::Null));
+            mv.events
+                .push(event(order, "OrderConfirmed", serde_json::Value::Null));
         }
         (Outcome::Done, Step::VoidPayment) => {
             mv.log.push(line(name, "compensated", ""));
@@ -304,7 +315,12 @@ pub fn resume(order: &OrderRow, now_ms: i64, t: &Timing, actor: &str) -> Option<
 /// "force-compensate", or the sweeper when its holds expired): void, release, cancel
 /// with `reason`. `None` when the order is confirmed or the saga is done or already
 /// compensating.
-pub fn force_compensate(order: &OrderRow, reason: &str, now_ms: i64, t: &Timing) -> Option<Advance> {
+pub fn force_compensate(
+    order: &OrderRow,
+    reason: &str,
+    now_ms: i64,
+    t: &Timing,
+) -> Option<Advance> {
     if order.status != "pending"
         || matches!(order.saga_state, SagaState::Done | SagaState::Compensating)
     {
