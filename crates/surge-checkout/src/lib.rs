@@ -12,6 +12,7 @@ pub mod config;
 pub mod inventory;
 pub mod metrics;
 pub mod order;
+pub mod payments;
 pub mod pricing;
 pub mod saga;
 

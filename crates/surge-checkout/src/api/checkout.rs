@@ -173,7 +173,7 @@ fn valid_sku(sku: &str) -> bool {
 }
 
 /// A stable hash of the parsed request (key order and spacing do not matter).
-fn request_hash(r: &CheckoutRequest) -> String {
+pub fn request_hash(r: &CheckoutRequest) -> String {
     let canonical = serde_json::to_vec(r).unwrap_or_default();
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&canonical))
 }
