@@ -6,3 +6,5 @@
 //! refunds, in front of a [`payments::provider::PaymentProvider`]). The orchestrator
 //! lives with orders and drives each checkout's saga to a terminal state, across
 //! crashes.
+
+pub mod payments;
