@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use surge_checkout::payments::simulator::{ProviderSimulator, SimulatorConfig};
+use surge_checkout::payments::simulator::ProviderSimulator;
 use surge_checkout::pricing::CatalogPricing;
 use surge_checkout::{Checkout, CheckoutConfig, Stores};
 use surge_http::admin::AdminToken;
