@@ -44,7 +44,8 @@ impl Inventory {
         &self.store
     }
 
-    fn is_sold_out(&self, sku: &str, market: &str) -> bool {
+    /// Whether `sku` is known to be sold out in `market` (from memory only).
+    pub fn is_sold_out(&self, sku: &str, market: &str) -> bool {
         let now = Instant::now();
         let map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&(sku.to_owned(), market.to_owned()))

@@ -124,14 +124,24 @@ async fn sold_out_and_declined_checkouts_are_cancelled_with_a_reason_and_undone(
         sold_out["reason"].as_str().unwrap().contains("sold out"),
         "{sold_out}"
     );
-    // A third attempt is refused from memory (no new hold row), with the same answer.
+    // A third attempt is refused from memory: 409 sold-out, no order at all.
     let third = h
         .checkout("carol", Some("c"), &body(&[("p1:m1", 1)], "tok_ok"))
         .await;
-    assert_eq!(third.json()["status"], "cancelled");
+    assert_eq!(third.status, StatusCode::CONFLICT);
+    assert!(third.text().contains("sold-out"), "{}", third.text());
+    let carols = h.get("carol", "/orders").await.json();
+    assert_eq!(carols["orders"].as_array().unwrap().len(), 0);
+    // A restock through the inventory service clears the mark at once.
+    let inventory = h.checkout.saga.inventory();
+    inventory.restock("p1:m1", "DE", 1).await.unwrap();
+    let fourth = h
+        .checkout("carol", Some("c"), &body(&[("p1:m1", 1)], "tok_ok"))
+        .await;
+    assert_eq!(fourth.json()["status"], "confirmed", "{}", fourth.text());
     assert_eq!(
         h.stores.inventory.stock("p1:m1", "DE").await.unwrap(),
-        level(0, 0, 1)
+        level(0, 0, 2)
     );
 
     // Declined: the hold is released, the (tombstoned) payment never captured.

@@ -50,6 +50,8 @@ pub enum ProblemKind {
     /// 409: the first request with this `Idempotency-Key` is still running;
     /// `Retry-After` says when to look again.
     IdempotencyKeyInUse,
+    /// 409: an item of the checkout is sold out; no order was created.
+    SoldOut,
     /// 429: too many requests; `Retry-After` says when to try again.
     TooManyRequests,
     /// 503: a dependency is unavailable; try again.
@@ -84,6 +86,7 @@ impl ProblemKind {
             ProblemKind::IdempotencyKeyMissing => "idempotency-key-missing",
             ProblemKind::IdempotencyKeyReused => "idempotency-key-reused",
             ProblemKind::IdempotencyKeyInUse => "idempotency-key-in-use",
+            ProblemKind::SoldOut => "sold-out",
             ProblemKind::TooManyRequests => "too-many-requests",
             ProblemKind::Unavailable => "unavailable",
             ProblemKind::SwitchedOff => "switched-off",
@@ -106,7 +109,9 @@ impl ProblemKind {
             ProblemKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             ProblemKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProblemKind::Conflict | ProblemKind::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            ProblemKind::Conflict | ProblemKind::IdempotencyKeyInUse | ProblemKind::SoldOut => {
+                StatusCode::CONFLICT
+            }
             ProblemKind::ValidationFailed | ProblemKind::IdempotencyKeyReused => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -136,6 +141,7 @@ impl ProblemKind {
             ProblemKind::IdempotencyKeyMissing => "Idempotency-Key missing",
             ProblemKind::IdempotencyKeyReused => "Idempotency-Key reused",
             ProblemKind::IdempotencyKeyInUse => "Idempotency-Key in use",
+            ProblemKind::SoldOut => "Sold out",
             ProblemKind::TooManyRequests => "Too many requests",
             ProblemKind::Unavailable => "Service unavailable",
             ProblemKind::SwitchedOff => "Switched off",

@@ -12,6 +12,9 @@
 //! - a key whose first request died before answering (its lock ran out) → the order it
 //!   created, as it is now (that answer is then stored).
 //!
+//! A SKU this node knows to be sold out is answered 409 `sold-out` from memory before
+//! anything is written (no order, nothing stored under the key: a retry asks again).
+//!
 //! "Different request" means a different parsed request (same items, market, payment
 //! method and address in any key order and spacing count as the same).
 
@@ -207,6 +210,20 @@ pub async fn post(
         && existing.expires_at_ms > now_ms()
     {
         return answer_existing(&api, &env.user_id, &key, &hash, existing).await;
+    }
+
+    // A SKU known to be sold out is refused from memory: no order, no write.
+    let inventory = api.saga.inventory();
+    if let Some(item) = request
+        .items
+        .iter()
+        .find(|i| inventory.is_sold_out(&i.sku, &request.market))
+    {
+        ::metrics::counter!(metrics::SOLD_OUT_FROM_MEMORY_TOTAL).increment(1);
+        return Err(Problem::new(
+            ProblemKind::SoldOut,
+            format!("{} is sold out in {}", item.sku, request.market),
+        ));
     }
 
     // Price the lines (the catalog's price now is the order's price).
