@@ -128,7 +128,22 @@ impl Http {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> Result<(u16, Bytes), String> {
+        self.send_headers(method, url, bearer, &[], body).await
+    }
+
+    /// Sends with a bearer token (when given) and extra headers.
+    pub async fn send_headers(
+        &self,
+        method: &str,
+        url: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<(u16, Bytes), String> {
         let mut b = http::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            b = b.header(*name, *value);
+        }
         if let Some(token) = bearer {
             b = b.header("authorization", format!("Bearer {token}"));
         }
