@@ -4,8 +4,9 @@
 //! ```text
 //! cargo bench -p surge-checkout --bench throughput -- [checkouts] [concurrency] [postgres-url]
 //! ```
-//! Prints completed checkouts/s and latency percentiles; with a 5th argument
-//! `hot`, every checkout buys the same SKU (stock = checkouts / 20).
+//! Prints completed checkouts/s and latency percentiles. Extra arguments: `hot` (every
+//! checkout buys the same SKU; stock = checkouts / 20) and `rate=N` (open loop: checkout
+//! n is due at n/N s and its latency counts from then, so queueing is included).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -31,15 +32,18 @@ fn main() {
     let concurrency: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let pg = args.get(2).filter(|a| a.starts_with("postgres")).cloned();
     let hot = args.iter().any(|a| a == "hot");
+    let rate: Option<f64> = args
+        .iter()
+        .find_map(|a| a.strip_prefix("rate=").and_then(|r| r.parse().ok()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(total, concurrency, pg, hot));
+    rt.block_on(run(total, concurrency, pg, hot, rate));
 }
 
-async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool) {
+async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool, rate: Option<f64>) {
     let dir = tempfile::tempdir().unwrap();
     let url = |f: &str| match &pg {
         Some(u) => u.clone(),
@@ -125,6 +129,14 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool) {
                 if n >= total {
                     return (lat, outcomes);
                 }
+                let due = match rate {
+                    Some(r) => {
+                        let at = started + Duration::from_secs_f64(n as f64 / r);
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
                 let sku = format!("p{}:m1", n % skus);
                 let body = serde_json::json!({
                     "items": [{"sku": sku, "qty": 1}], "market": "DE", "payment_method": "tok_ok",
@@ -143,11 +155,10 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool) {
                     .header(HEADER, env)
                     .body(Body::from(body.to_string()))
                     .unwrap();
-                let t = Instant::now();
                 let r = router.clone().oneshot(req).await.unwrap();
                 let status = r.status().as_u16();
                 let bytes = http_body_util::BodyExt::collect(r.into_body()).await.unwrap().to_bytes();
-                lat.push(t.elapsed());
+                lat.push(due.elapsed());
                 let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
                 match (status, v["status"].as_str()) {
                     (201, Some("confirmed")) => outcomes[0] += 1,
@@ -172,7 +183,7 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool) {
         |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     let backend = if pg.is_some() { "postgres" } else { "sqlite" };
     println!(
-        "backend={backend} hot={hot} checkouts={total} concurrency={concurrency} decided_per_s={:.0} confirmed={} cancelled={} other={} p50_ms={:.2} p99_ms={:.2}",
+        "backend={backend} hot={hot} paced={rate:?} checkouts={total} concurrency={concurrency} decided_per_s={:.0} confirmed={} cancelled={} other={} p50_ms={:.2} p99_ms={:.2}",
         total as f64 / secs,
         outcomes[0],
         outcomes[1],
