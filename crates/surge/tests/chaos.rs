@@ -262,7 +262,8 @@ async fn checkouts_survive_sigkill_without_overselling_double_charging_or_losing
     }
     surge.kill9();
 
-    check(dir.path(), &users, &answers.lock().unwrap()).await;
+    let answers = answers.lock().unwrap().clone();
+    check(dir.path(), &users, &answers).await;
 }
 
 async fn check(
