@@ -18,6 +18,7 @@
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
 
+use crate::group::Step;
 use crate::metrics::record;
 use crate::sql::{SqlStore, now_ms};
 use crate::{Result, StoreError};
@@ -108,12 +109,21 @@ macro_rules! inventory_store {
             /// Moves the order's `held` rows to `to`, adjusting the counters for each
             /// row this call moved. Returns the units moved.
             async fn settle(&self, order_id: &str, to: &'static str) -> Result<i64> {
-                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
+                let order_id = order_id.to_owned();
+                self.write(move |conn| Box::pin(async move { Self::settle_in(conn, &order_id, to).await }))
+                    .await
+            }
+
+            async fn settle_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                order_id: &str,
+                to: &'static str,
+            ) -> Result<Step<i64>> {
                 let rows = sqlx::query(
                     "SELECT sku, market, qty FROM holds WHERE order_id = $1 AND state = 'held' ORDER BY sku, market",
                 )
                 .bind(order_id)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(StoreError::from_sqlx)?;
                 let mut moved = 0;
@@ -129,7 +139,7 @@ macro_rules! inventory_store {
                     .bind(order_id)
                     .bind(sku.as_str())
                     .bind(market.as_str())
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await
                     .map_err(StoreError::from_sqlx)?
                     .rows_affected();
@@ -145,13 +155,74 @@ macro_rules! inventory_store {
                         .bind(qty)
                         .bind(sku.as_str())
                         .bind(market.as_str())
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
                     moved += qty;
                 }
-                tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(moved)
+                Ok(Step::Keep(moved))
+            }
+
+            /// The statements of [`InventoryStore::hold`]; undoes its inserts unless every
+            /// line was held.
+            async fn hold_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                order_id: &str,
+                lines: &[HoldLine],
+                expires_at_ms: i64,
+                at: i64,
+            ) -> Result<Step<HoldOutcome>> {
+                for (i, line) in lines.iter().enumerate() {
+                    let fresh = sqlx::query(
+                        "INSERT INTO holds (order_id, sku, market, qty, state, expires_at_ms, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, 'held', $5, $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(order_id)
+                    .bind(line.sku.as_str())
+                    .bind(line.market.as_str())
+                    .bind(line.qty)
+                    .bind(expires_at_ms)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                    if fresh == 0 {
+                        // The same hold ran before: report what became of it. The rows of
+                        // the lines before this one are this call's own (it undoes them),
+                        // so they do not count.
+                        let held: Vec<(String, String)> = sqlx::query_as(
+                            "SELECT sku, market FROM holds WHERE order_id = $1 AND state = 'held'",
+                        )
+                        .bind(order_id)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                        let mine = &lines[..i];
+                        let earlier = held.iter().any(|(sku, market)| {
+                            !mine.iter().any(|l| l.sku == *sku && l.market == *market)
+                        });
+                        return Ok(Step::Undo(if earlier { HoldOutcome::Held } else { HoldOutcome::Settled }));
+                    }
+                    let took = sqlx::query(
+                        "UPDATE stock SET available = available - $1, held = held + $1 \
+                         WHERE sku = $2 AND market = $3 AND available >= $1",
+                    )
+                    .bind(line.qty)
+                    .bind(line.sku.as_str())
+                    .bind(line.market.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                    if took == 0 {
+                        return Ok(Step::Undo(HoldOutcome::OutOfStock {
+                            sku: line.sku.clone(),
+                            market: line.market.clone(),
+                        }));
+                    }
+                }
+                Ok(Step::Keep(HoldOutcome::Held))
             }
         }
 
@@ -167,23 +238,27 @@ macro_rules! inventory_store {
                     if units <= 0 {
                         return Err(StoreError::Config(format!("restock of {units} units")));
                     }
-                    let row = sqlx::query(
-                        "INSERT INTO stock (sku, market, available, held, sold) VALUES ($1, $2, $3, 0, 0) \
-                         ON CONFLICT (sku, market) DO UPDATE SET available = stock.available + excluded.available \
-                         RETURNING available, held, sold",
-                    )
-                    .bind(sku)
-                    .bind(market)
-                    .bind(units)
-                    .fetch_one(&self.writer)
+                    let (sku, market) = (sku.to_owned(), market.to_owned());
+                    self.write_one(move |conn| Box::pin(async move {
+                        let row = sqlx::query(
+                            "INSERT INTO stock (sku, market, available, held, sold) VALUES ($1, $2, $3, 0, 0) \
+                             ON CONFLICT (sku, market) DO UPDATE SET available = stock.available + excluded.available \
+                             RETURNING available, held, sold",
+                        )
+                        .bind(sku.as_str())
+                        .bind(market.as_str())
+                        .bind(units)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                        let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                        Ok(StockLevel {
+                            available: row.try_get(0).map_err(get)?,
+                            held: row.try_get(1).map_err(get)?,
+                            sold: row.try_get(2).map_err(get)?,
+                        })
+                    }))
                     .await
-                    .map_err(StoreError::from_sqlx)?;
-                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
-                    Ok(StockLevel {
-                        available: row.try_get(0).map_err(get)?,
-                        held: row.try_get(1).map_err(get)?,
-                        sold: row.try_get(2).map_err(get)?,
-                    })
                 }
                 .await;
                 record($name, "restock", started, &r);
@@ -209,55 +284,11 @@ macro_rules! inventory_store {
                             l.sku, l.market
                         )));
                     }
-                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-                    for line in lines {
-                        let fresh = sqlx::query(
-                            "INSERT INTO holds (order_id, sku, market, qty, state, expires_at_ms, created_at_ms) \
-                             VALUES ($1, $2, $3, $4, 'held', $5, $6) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(order_id)
-                        .bind(line.sku.as_str())
-                        .bind(line.market.as_str())
-                        .bind(line.qty)
-                        .bind(expires_at_ms)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?
-                        .rows_affected();
-                        if fresh == 0 {
-                            // The same hold ran before: report what became of it.
-                            drop(tx);
-                            let state: Option<String> = sqlx::query_scalar(
-                                "SELECT state FROM holds WHERE order_id = $1 AND state = 'held' LIMIT 1",
-                            )
-                            .bind(order_id)
-                            .fetch_optional(&self.writer)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                            return Ok(if state.is_some() { HoldOutcome::Held } else { HoldOutcome::Settled });
-                        }
-                        let took = sqlx::query(
-                            "UPDATE stock SET available = available - $1, held = held + $1 \
-                             WHERE sku = $2 AND market = $3 AND available >= $1",
-                        )
-                        .bind(line.qty)
-                        .bind(line.sku.as_str())
-                        .bind(line.market.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?
-                        .rows_affected();
-                        if took == 0 {
-                            drop(tx);
-                            return Ok(HoldOutcome::OutOfStock {
-                                sku: line.sku.clone(),
-                                market: line.market.clone(),
-                            });
-                        }
-                    }
-                    tx.commit().await.map_err(StoreError::from_sqlx)?;
-                    Ok(HoldOutcome::Held)
+                    let (order_id, lines) = (order_id.to_owned(), lines.to_vec());
+                    self.write(move |conn| Box::pin(async move {
+                        Self::hold_in(conn, &order_id, &lines, expires_at_ms, at).await
+                    }))
+                    .await
                 }
                 .await;
                 record($name, "hold", started, &r);

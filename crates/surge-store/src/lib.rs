@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 mod error;
+pub mod group;
 mod identity;
 mod inventory;
 mod metrics;

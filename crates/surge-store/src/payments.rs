@@ -272,16 +272,16 @@ macro_rules! payments_store {
                 })
             }
 
-            async fn load_payment(
-                pool: &sqlx::Pool<$db>,
-                order_id: &str,
-            ) -> Result<Option<PaymentRecord>> {
+            async fn load_payment<'e, E>(e: E, order_id: &str) -> Result<Option<PaymentRecord>>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
                 let sql = concat!(
                     "SELECT ", columns!(), " FROM payments WHERE order_id = $1"
                 );
                 sqlx::query(sql)
                     .bind(order_id)
-                    .fetch_optional(pool)
+                    .fetch_optional(e)
                     .await
                     .map_err(StoreError::from_sqlx)?
                     .map(|row| Self::decode_payment(&row))
@@ -291,15 +291,15 @@ macro_rules! payments_store {
             /// What a conditional statement's `RETURNING` row means: applied when it
             /// returned the row, otherwise whatever is stored now.
             async fn transition(
-                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 order_id: &str,
                 returned: Option<<$db as sqlx::Database>::Row>,
             ) -> Result<Transition> {
                 if let Some(row) = returned {
                     return Ok(Transition::Applied(Self::decode_payment(&row)?));
                 }
-                // Read through the writer: the reader may not see the latest commit yet.
-                Ok(match Self::load_payment(&self.writer, order_id).await? {
+                // Read on the writer's connection: it sees what the write saw.
+                Ok(match Self::load_payment(&mut *conn, order_id).await? {
                     Some(r) => Transition::Unchanged(r),
                     None => Transition::Missing,
                 })
@@ -324,20 +324,24 @@ macro_rules! payments_store {
                     if currency.is_empty() {
                         return Err(StoreError::Config("an authorization without a currency".into()));
                     }
-                    let sql = concat!(
-                        "INSERT INTO payments (", columns!(), ") \
-                         VALUES ($1, $2, $3, 'authorizing', NULL, 0, 0, 0, NULL, $4, $4) \
-                         ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(amount_minor)
-                        .bind(currency)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
+                    let (order_id, currency, at) = (order_id.to_owned(), currency.to_owned(), now_ms());
+                    self.write_one(move |conn| Box::pin(async move {
+                        let sql = concat!(
+                            "INSERT INTO payments (", columns!(), ") \
+                             VALUES ($1, $2, $3, 'authorizing', NULL, 0, 0, 0, NULL, $4, $4) \
+                             ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
+                        );
+                        let row = sqlx::query(sql)
+                            .bind(order_id.as_str())
+                            .bind(amount_minor)
+                            .bind(currency.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        Self::transition(conn, &order_id, row).await
+                    }))
+                    .await
                 }
                 .await;
                 record($name, "payment_begin_authorize", started, &r);
@@ -346,20 +350,21 @@ macro_rules! payments_store {
 
             async fn record_authorized(&self, order_id: &str, provider_ref: &str) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
+                let (order_id, provider_ref, at) = (order_id.to_owned(), provider_ref.to_owned(), now_ms());
+                let r = self.write_one(move |conn| Box::pin(async move {
                     let sql = concat!(
                         "UPDATE payments SET state = 'authorized', provider_ref = $2, updated_at_ms = $3 \
                          WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
                     );
                     let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(provider_ref)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
+                        .bind(order_id.as_str())
+                        .bind(provider_ref.as_str())
+                        .bind(at)
+                        .fetch_optional(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
-                }
+                    Self::transition(conn, &order_id, row).await
+                }))
                 .await;
                 record($name, "payment_record_authorized", started, &r);
                 r
@@ -367,20 +372,21 @@ macro_rules! payments_store {
 
             async fn record_declined(&self, order_id: &str, reason: &str) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
+                let (order_id, reason, at) = (order_id.to_owned(), reason.to_owned(), now_ms());
+                let r = self.write_one(move |conn| Box::pin(async move {
                     let sql = concat!(
                         "UPDATE payments SET state = 'declined', decline_reason = $2, updated_at_ms = $3 \
                          WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
                     );
                     let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(reason)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
+                        .bind(order_id.as_str())
+                        .bind(reason.as_str())
+                        .bind(at)
+                        .fetch_optional(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
-                }
+                    Self::transition(conn, &order_id, row).await
+                }))
                 .await;
                 record($name, "payment_record_declined", started, &r);
                 r
@@ -393,8 +399,10 @@ macro_rules! payments_store {
             ) -> Result<Transition> {
                 let started = std::time::Instant::now();
                 let at = now_ms();
-                let r = async {
-                    let row = match provider_ref {
+                let (order_id, provider_ref) = (order_id.to_owned(), provider_ref.map(str::to_owned));
+                // Two statements at most, each of which would stand alone: no savepoint.
+                let r = self.write_one(move |conn| Box::pin(async move {
+                    let row = match provider_ref.as_deref() {
                         None => {
                             let sql = concat!(
                                 "INSERT INTO payments (", columns!(), ") \
@@ -402,9 +410,9 @@ macro_rules! payments_store {
                                  ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
                             );
                             let tombstone = sqlx::query(sql)
-                                .bind(order_id)
+                                .bind(order_id.as_str())
                                 .bind(at)
-                                .fetch_optional(&self.writer)
+                                .fetch_optional(&mut *conn)
                                 .await
                                 .map_err(StoreError::from_sqlx)?;
                             match tombstone {
@@ -415,9 +423,9 @@ macro_rules! payments_store {
                                          WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
                                     );
                                     sqlx::query(sql)
-                                        .bind(order_id)
+                                        .bind(order_id.as_str())
                                         .bind(at)
-                                        .fetch_optional(&self.writer)
+                                        .fetch_optional(&mut *conn)
                                         .await
                                         .map_err(StoreError::from_sqlx)?
                                 }
@@ -430,16 +438,16 @@ macro_rules! payments_store {
                                  OR (state = 'voided' AND provider_ref IS NULL)) RETURNING ", columns!()
                             );
                             sqlx::query(sql)
-                                .bind(order_id)
+                                .bind(order_id.as_str())
                                 .bind(provider_ref)
                                 .bind(at)
-                                .fetch_optional(&self.writer)
+                                .fetch_optional(&mut *conn)
                                 .await
                                 .map_err(StoreError::from_sqlx)?
                         }
                     };
-                    self.transition(order_id, row).await
-                }
+                    Self::transition(conn, &order_id, row).await
+                }))
                 .await;
                 record($name, "payment_record_voided", started, &r);
                 r
@@ -449,19 +457,23 @@ macro_rules! payments_store {
                 let started = std::time::Instant::now();
                 let r = async {
                     positive("a capture", amount_minor)?;
-                    let sql = concat!(
-                        "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
-                         WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 \
-                         RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(amount_minor)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
+                    let (order_id, at) = (order_id.to_owned(), now_ms());
+                    self.write_one(move |conn| Box::pin(async move {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 \
+                             RETURNING ", columns!(), ""
+                        );
+                        let row = sqlx::query(sql)
+                            .bind(order_id.as_str())
+                            .bind(amount_minor)
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        Self::transition(conn, &order_id, row).await
+                    }))
+                    .await
                 }
                 .await;
                 record($name, "payment_record_captured", started, &r);
@@ -477,6 +489,8 @@ macro_rules! payments_store {
                 let started = std::time::Instant::now();
                 let r = async {
                     positive("a refund", amount_minor)?;
+                    let (order_id, at) = (order_id.to_owned(), now_ms());
+                    self.write_one(move |conn| Box::pin(async move {
                     let sql = concat!(
                         "UPDATE payments SET refunded_minor = refunded_minor + $3, refunds = refunds + 1, \
                          state = CASE WHEN refunded_minor + $3 = captured_minor THEN 'refunded' ELSE 'captured' END, \
@@ -485,14 +499,16 @@ macro_rules! payments_store {
                          AND refunded_minor + $3 <= captured_minor RETURNING ", columns!(), ""
                     );
                     let row = sqlx::query(sql)
-                        .bind(order_id)
+                        .bind(order_id.as_str())
                         .bind(seq)
                         .bind(amount_minor)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
+                        .bind(at)
+                        .fetch_optional(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
+                    Self::transition(conn, &order_id, row).await
+                    }))
+                    .await
                 }
                 .await;
                 record($name, "payment_record_refund", started, &r);
@@ -507,19 +523,26 @@ macro_rules! payments_store {
                 outcome: &str,
             ) -> Result<()> {
                 let started = std::time::Instant::now();
-                let r = sqlx::query(
-                    "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(order_id)
-                .bind(op)
-                .bind(idempotency_key)
-                .bind(outcome)
-                .bind(now_ms())
-                .execute(&self.writer)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from_sqlx);
+                let at = now_ms();
+                let (order_id, op, idempotency_key, outcome) =
+                    (order_id.to_owned(), op.to_owned(), idempotency_key.to_owned(), outcome.to_owned());
+                let r = self
+                    .write_one(move |conn| Box::pin(async move {
+                        sqlx::query(
+                            "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(order_id.as_str())
+                        .bind(op.as_str())
+                        .bind(idempotency_key.as_str())
+                        .bind(outcome.as_str())
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(StoreError::from_sqlx)
+                    }))
+                    .await;
                 record($name, "payment_log_operation", started, &r);
                 r
             }

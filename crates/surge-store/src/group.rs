@@ -1,0 +1,386 @@
+//! Group commit for the writes of one SQLite store.
+//!
+//! A SQLite store has one writer connection and runs `synchronous = FULL`, so every
+//! commit is an fsync and every write transaction queues behind the one before it. Here
+//! concurrent writes are queued to one writer task instead, which runs every write
+//! waiting (at most [`MAX_BATCH`]) inside ONE transaction and commits once:
+//!
+//! ```text
+//! BEGIN IMMEDIATE
+//!   SAVEPOINT op; <write 1> RELEASE op             (kept)
+//!   SAVEPOINT op; <write 2> ROLLBACK TO op; RELEASE op   (failed, or asked to undo)
+//!   <write 3>                                     (one statement: needs no savepoint)
+//! COMMIT                                          (one fsync for all three)
+//! ```
+//!
+//! Only after the `COMMIT` returns does each caller get its result, so nothing is
+//! acknowledged before it is durable, and a failed commit is every caller's error.
+//!
+//! ## Why each write gets a savepoint
+//! A write that fails halfway, or that decides to undo what it did (a hold that finds a
+//! line out of stock), must leave no trace while its neighbours in the batch commit. A
+//! `ROLLBACK TO` its savepoint does exactly that. A write made of one statement (or of
+//! statements that each stand alone, like autocommitted ones) skips the savepoint: a
+//! failing SQLite statement undoes its own changes and leaves the transaction open.
+//!
+//! ## What can abort a whole batch
+//! Some errors (I/O, disk full, out of memory) make SQLite roll back the whole
+//! transaction by itself. A rollback hook on the writer connection reports that; the
+//! batch is then abandoned and every caller in it gets an error, exactly as if the
+//! commit had failed (later writes must not run outside a transaction). The same
+//! happens if a write panics.
+//!
+//! ## Backpressure
+//! The queue holds at most [`QUEUE_DEPTH`] writes; callers beyond that wait for room.
+//! The writer takes the pool's one connection for each batch and gives it back after, so
+//! the few writes that still use the pool directly (and reads that go through the
+//! writer for freshness) get their turn between batches.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::FutureExt;
+use sqlx::{Database, PgConnection, Pool, Postgres, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sql::SqlStore;
+use crate::{Result, StoreError};
+
+/// Most writes run in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// Most writes waiting for the writer; callers beyond it wait for room.
+pub const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
+
+/// A boxed future that may borrow for `'a`.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a write did with its changes.
+pub(crate) enum Step<T> {
+    /// Keep them: they commit with the batch.
+    Keep(T),
+    /// Roll them back (to the write's savepoint), and still answer `T`.
+    Undo(T),
+}
+
+/// A write as the writer task sees it: run it, then deliver its result.
+trait Operation: Send {
+    /// Runs the write on the batch's connection. Returns whether its changes must be
+    /// rolled back (it failed, or asked to undo).
+    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool>;
+
+    /// Hands the caller its result: its own, if the batch committed (or it failed by
+    /// itself), otherwise the batch's error.
+    fn finish(self: Box<Self>, batch: Result<()>);
+}
+
+/// One queued write and where its answer goes.
+struct Pending<T, F> {
+    op: Option<F>,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Operation for Pending<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>> + Send + 'static,
+{
+    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let Some(op) = self.op.take() else {
+                return false;
+            };
+            let (result, undo) = match op(conn).await {
+                Ok(Step::Keep(v)) => (Ok(v), false),
+                Ok(Step::Undo(v)) => (Ok(v), true),
+                Err(e) => (Err(e), true),
+            };
+            self.result = Some(result);
+            undo
+        })
+    }
+
+    fn finish(self: Box<Self>, batch: Result<()>) {
+        let answer = match (self.result, batch) {
+            // A write that failed by itself reports its own error, whatever the batch did.
+            (Some(Err(e)), _) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(StoreError::Closed),
+        };
+        // The caller may have gone away (its future was dropped): nothing to tell.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// A queued write and whether it runs inside its own savepoint.
+struct Job {
+    savepoint: bool,
+    op: Box<dyn Operation>,
+}
+
+/// Handle to a store's writer task (one per SQLite store).
+pub(crate) struct GroupWriter {
+    queue: mpsc::Sender<Job>,
+}
+
+impl GroupWriter {
+    /// Starts the writer task on `pool` (whose single connection reports whole-
+    /// transaction rollbacks in `rolled_back`). The task ends when the handle is dropped;
+    /// once the pool is closed, every write fails with [`StoreError::Closed`].
+    pub(crate) fn start(
+        store: &'static str,
+        pool: Pool<Sqlite>,
+        rolled_back: Arc<AtomicBool>,
+    ) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(store, pool, jobs, rolled_back));
+        GroupWriter { queue }
+    }
+
+    /// Runs `op` in the next batch, inside its own savepoint: [`Step::Undo`] or an error
+    /// rolls back what it wrote. Returns its result once the batch has committed.
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>>
+            + Send
+            + 'static,
+    {
+        self.submit(true, op).await
+    }
+
+    /// Runs `op` in the next batch without a savepoint: for writes of one statement, or
+    /// of statements that would each have been committed on their own. Returns its
+    /// result once the batch has committed.
+    pub(crate) async fn write_one<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.submit(false, move |conn| {
+            Box::pin(async move { op(conn).await.map(Step::Keep) })
+        })
+        .await
+    }
+
+    async fn submit<T, F>(&self, savepoint: bool, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            savepoint,
+            op: Box::new(Pending {
+                op: Some(op),
+                result: None,
+                reply,
+            }),
+        };
+        self.queue.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Why a batch did not commit; turned into one [`StoreError`] per caller.
+#[derive(Clone)]
+enum Abort {
+    Closed,
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl Abort {
+    fn error(&self) -> StoreError {
+        match self {
+            Abort::Closed => StoreError::Closed,
+            Abort::Failed(e) => StoreError::GroupCommit(e.clone()),
+        }
+    }
+
+    fn sqlx(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolClosed => Abort::Closed,
+            other => Abort::Failed(Arc::new(other)),
+        }
+    }
+
+    fn message(msg: &str) -> Self {
+        Abort::Failed(Arc::new(std::io::Error::other(msg.to_owned())))
+    }
+}
+
+async fn run(
+    store: &'static str,
+    pool: Pool<Sqlite>,
+    mut jobs: mpsc::Receiver<Job>,
+    rolled_back: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let outcome = run_batch(&pool, &mut batch, &rolled_back).await;
+        if let Err(Abort::Failed(e)) = &outcome {
+            tracing::warn!(store, error = %e, writes = batch.len(), "a group commit failed");
+        }
+        metrics::histogram!(crate::metrics::GROUP_COMMIT_WRITES, "store" => store)
+            .record(batch.len() as f64);
+        for job in batch.drain(..) {
+            job.op
+                .finish(outcome.as_ref().map(|_| ()).map_err(Abort::error));
+        }
+    }
+}
+
+/// Runs every job of `batch` in one transaction and commits it.
+async fn run_batch(
+    pool: &Pool<Sqlite>,
+    batch: &mut [Job],
+    rolled_back: &AtomicBool,
+) -> std::result::Result<(), Abort> {
+    let mut conn = pool.acquire().await.map_err(Abort::sqlx)?;
+    begin(&mut *conn).await?;
+    rolled_back.store(false, Ordering::Release);
+    let ran = run_jobs(&mut *conn, batch, rolled_back).await;
+    let committed = match ran {
+        Ok(()) => exec(&mut *conn, "COMMIT").await.map_err(Abort::sqlx),
+        Err(e) => Err(e),
+    };
+    if committed.is_err() {
+        // Leave the connection outside any transaction for the next user (an error
+        // here only means SQLite rolled back already).
+        let _ = exec(&mut *conn, "ROLLBACK").await;
+    }
+    committed
+}
+
+async fn run_jobs(
+    conn: &mut SqliteConnection,
+    batch: &mut [Job],
+    rolled_back: &AtomicBool,
+) -> std::result::Result<(), Abort> {
+    for job in batch.iter_mut() {
+        if job.savepoint {
+            exec(conn, "SAVEPOINT op").await.map_err(Abort::sqlx)?;
+        }
+        let undo = AssertUnwindSafe(job.op.run(conn))
+            .catch_unwind()
+            .await
+            .map_err(|_| Abort::message("a write panicked"))?;
+        if rolled_back.load(Ordering::Acquire) {
+            return Err(Abort::message(
+                "SQLite rolled the transaction back after an error",
+            ));
+        }
+        if job.savepoint {
+            let end = if undo {
+                "ROLLBACK TO op; RELEASE op"
+            } else {
+                "RELEASE op"
+            };
+            exec(conn, end).await.map_err(Abort::sqlx)?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the batch's transaction, taking the write lock at once. A connection left
+/// inside a transaction (a batch abandoned mid-way) is rolled back first.
+async fn begin(conn: &mut SqliteConnection) -> std::result::Result<(), Abort> {
+    match exec(conn, "BEGIN IMMEDIATE").await {
+        Ok(()) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.message().contains("within a transaction") => {
+            exec(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
+            exec(conn, "BEGIN IMMEDIATE").await.map_err(Abort::sqlx)
+        }
+        Err(e) => Err(Abort::sqlx(e)),
+    }
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> sqlx::Result<()> {
+    sqlx::raw_sql(sql).execute(conn).await.map(|_| ())
+}
+
+/// Runs `op` in a transaction of its own on `pool`: committed on [`Step::Keep`], rolled
+/// back on [`Step::Undo`] or an error. PostgreSQL's path (its many connections commit
+/// in parallel), and SQLite's while a store is being opened.
+async fn per_call<DB, T, F>(pool: &Pool<DB>, op: F) -> Result<T>
+where
+    DB: Database,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<Step<T>>>,
+{
+    let mut tx = pool.begin().await.map_err(StoreError::from_sqlx)?;
+    match op(&mut *tx).await? {
+        Step::Keep(v) => {
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(v)
+        }
+        // Dropping the transaction rolls it back.
+        Step::Undo(v) => Ok(v),
+    }
+}
+
+/// Runs `op` on a connection of `pool` outside any transaction: each statement commits
+/// by itself.
+async fn per_call_one<DB, T, F>(pool: &Pool<DB>, op: F) -> Result<T>
+where
+    DB: Database,
+    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+{
+    let mut conn = pool.acquire().await.map_err(StoreError::from_sqlx)?;
+    op(&mut *conn).await
+}
+
+impl SqlStore<Sqlite> {
+    /// Runs a write of several statements: in the next group commit, inside its own
+    /// savepoint (see [`GroupWriter::write`]).
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>>
+            + Send
+            + 'static,
+    {
+        match &self.group {
+            Some(group) => group.write(op).await,
+            None => per_call(&self.writer, op).await,
+        }
+    }
+
+    /// Runs a write of one statement (or of statements that stand alone) in the next
+    /// group commit (see [`GroupWriter::write_one`]).
+    pub(crate) async fn write_one<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        match &self.group {
+            Some(group) => group.write_one(op).await,
+            None => per_call_one(&self.writer, op).await,
+        }
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// Runs a write of several statements in a transaction of its own.
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Step<T>>>,
+    {
+        per_call(&self.writer, op).await
+    }
+
+    /// Runs a write of one statement (or of statements that stand alone) outside a
+    /// transaction, as autocommitted statements.
+    pub(crate) async fn write_one<T, F>(&self, op: F) -> Result<T>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>>,
+    {
+        per_call_one(&self.writer, op).await
+    }
+}
