@@ -7,10 +7,11 @@
 //!
 //! ```text
 //! BEGIN IMMEDIATE
-//!   SAVEPOINT op; <write 1> RELEASE op             (kept)
-//!   SAVEPOINT op; <write 2> ROLLBACK TO op; RELEASE op   (failed, or asked to undo)
-//!   <write 3>                                     (one statement: needs no savepoint)
-//! COMMIT                                          (one fsync for all three)
+//!   SAVEPOINT op; <write 1>                             (kept)
+//!   RELEASE op; SAVEPOINT op; <write 2>
+//!   ROLLBACK TO op; RELEASE op                          (failed, or asked to undo)
+//!   <write 3>                                           (one statement: no savepoint)
+//! COMMIT                                                (one fsync for all three)
 //! ```
 //!
 //! Only after the `COMMIT` returns does each caller get its result, so nothing is
@@ -32,9 +33,9 @@
 //!
 //! ## Backpressure
 //! The queue holds at most [`QUEUE_DEPTH`] writes; callers beyond that wait for room.
-//! The writer takes the pool's one connection for each batch and gives it back after, so
-//! the few writes that still use the pool directly (and reads that go through the
-//! writer for freshness) get their turn between batches.
+//! The writer takes the pool's one connection for a batch and keeps it for the next
+//! one only while writes are waiting (and for a bounded streak), so the few statements
+//! that still use the pool directly get their turn between batches.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -43,6 +44,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::FutureExt;
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, PgConnection, Pool, Postgres, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,6 +56,10 @@ pub const MAX_BATCH: usize = 256;
 
 /// Most writes waiting for the writer; callers beyond it wait for room.
 pub const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
+
+/// Most batches in a row the writer runs without giving its connection back to the
+/// pool (it gives it back at once when no write is waiting).
+const MAX_STREAK: u32 = 32;
 
 /// A boxed future that may borrow for `'a`.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -223,8 +229,28 @@ async fn run(
     rolled_back: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut held: Option<PoolConnection<Sqlite>> = None;
+    let mut streak = 0;
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcome = run_batch(&pool, &mut batch, &rolled_back).await;
+        let outcome = match held.take() {
+            Some(conn) => Ok(conn),
+            None => pool.acquire().await.map_err(Abort::sqlx),
+        };
+        let outcome = match outcome {
+            Ok(mut conn) => {
+                let r = run_batch(&mut conn, &mut batch, &rolled_back).await;
+                streak += 1;
+                // Keep the connection for the next batch only while writes are waiting
+                // (and not forever: the pool's other users get their turn).
+                if r.is_ok() && streak < MAX_STREAK && !jobs.is_empty() {
+                    held = Some(conn);
+                } else {
+                    streak = 0;
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
         if let Err(Abort::Failed(e)) = &outcome {
             tracing::warn!(store, error = %e, writes = batch.len(), "a group commit failed");
         }
@@ -237,36 +263,47 @@ async fn run(
     }
 }
 
-/// Runs every job of `batch` in one transaction and commits it.
+/// Runs every job of `batch` in one transaction on `conn` and commits it.
 async fn run_batch(
-    pool: &Pool<Sqlite>,
+    conn: &mut SqliteConnection,
     batch: &mut [Job],
     rolled_back: &AtomicBool,
 ) -> std::result::Result<(), Abort> {
-    let mut conn = pool.acquire().await.map_err(Abort::sqlx)?;
-    begin(&mut *conn).await?;
+    begin(conn).await?;
     rolled_back.store(false, Ordering::Release);
-    let ran = run_jobs(&mut *conn, batch, rolled_back).await;
+    let ran = run_jobs(conn, batch, rolled_back).await;
     let committed = match ran {
-        Ok(()) => exec(&mut *conn, "COMMIT").await.map_err(Abort::sqlx),
+        // Also releases the savepoint the last job may have left open.
+        Ok(()) => exec(conn, "COMMIT").await.map_err(Abort::sqlx),
         Err(e) => Err(e),
     };
     if committed.is_err() {
         // Leave the connection outside any transaction for the next user (an error
         // here only means SQLite rolled back already).
-        let _ = exec(&mut *conn, "ROLLBACK").await;
+        let _ = exec(conn, "ROLLBACK").await;
     }
     committed
 }
 
+/// Runs the jobs in order. A kept savepoint is released lazily, together with the next
+/// job's `SAVEPOINT` (or by the `COMMIT`): one round trip to SQLite per job instead of
+/// two. A job without a savepoint that runs inside a kept one is unaffected: a kept
+/// savepoint is only ever released, never rolled back to.
 async fn run_jobs(
     conn: &mut SqliteConnection,
     batch: &mut [Job],
     rolled_back: &AtomicBool,
 ) -> std::result::Result<(), Abort> {
+    let mut open = false;
     for job in batch.iter_mut() {
         if job.savepoint {
-            exec(conn, "SAVEPOINT op").await.map_err(Abort::sqlx)?;
+            let start = if open {
+                "RELEASE op; SAVEPOINT op"
+            } else {
+                "SAVEPOINT op"
+            };
+            exec(conn, start).await.map_err(Abort::sqlx)?;
+            open = true;
         }
         let undo = AssertUnwindSafe(job.op.run(conn))
             .catch_unwind()
@@ -277,13 +314,11 @@ async fn run_jobs(
                 "SQLite rolled the transaction back after an error",
             ));
         }
-        if job.savepoint {
-            let end = if undo {
-                "ROLLBACK TO op; RELEASE op"
-            } else {
-                "RELEASE op"
-            };
-            exec(conn, end).await.map_err(Abort::sqlx)?;
+        if job.savepoint && undo {
+            exec(conn, "ROLLBACK TO op; RELEASE op")
+                .await
+                .map_err(Abort::sqlx)?;
+            open = false;
         }
     }
     Ok(())

@@ -11,9 +11,10 @@
 //!   decrement (`UPDATE … SET available = available - qty WHERE available >= qty`), which
 //!   cannot oversell however many holds run at once. A line that does not fit rolls the
 //!   whole hold back.
-//! - [`InventoryStore::release`] and [`InventoryStore::commit`] move each hold row out of
-//!   `held` with a conditional update and adjust the counters only when that update
-//!   won, so running either twice (or both at once) moves every unit once.
+//! - [`InventoryStore::release`] and [`InventoryStore::commit`] move the order's hold rows
+//!   out of `held` with one conditional update and adjust the counters for the rows it
+//!   returns (the ones that update won), so running either twice (or both at once) moves
+//!   every unit once.
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
@@ -119,40 +120,27 @@ macro_rules! inventory_store {
                 order_id: &str,
                 to: &'static str,
             ) -> Result<Step<i64>> {
-                let rows = sqlx::query(
-                    "SELECT sku, market, qty FROM holds WHERE order_id = $1 AND state = 'held' ORDER BY sku, market",
+                // Moves every held row at once; the rows it returns are the ones this call
+                // moved (a concurrent settle of the same order moves each row once).
+                let mut rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "UPDATE holds SET state = $1 WHERE order_id = $2 AND state = 'held' RETURNING sku, market, qty",
                 )
+                .bind(to)
                 .bind(order_id)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(StoreError::from_sqlx)?;
+                // Counters in one order everywhere, so two settles never deadlock on them.
+                rows.sort_unstable();
+                let counters = if to == "sold" {
+                    "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3"
+                } else {
+                    "UPDATE stock SET held = held - $1, available = available + $1 WHERE sku = $2 AND market = $3"
+                };
                 let mut moved = 0;
-                for row in &rows {
-                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
-                    let sku: String = row.try_get(0).map_err(get)?;
-                    let market: String = row.try_get(1).map_err(get)?;
-                    let qty: i64 = row.try_get(2).map_err(get)?;
-                    let won = sqlx::query(
-                        "UPDATE holds SET state = $1 WHERE order_id = $2 AND sku = $3 AND market = $4 AND state = 'held'",
-                    )
-                    .bind(to)
-                    .bind(order_id)
-                    .bind(sku.as_str())
-                    .bind(market.as_str())
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(StoreError::from_sqlx)?
-                    .rows_affected();
-                    if won == 0 {
-                        continue;
-                    }
-                    let counters = if to == "sold" {
-                        "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3"
-                    } else {
-                        "UPDATE stock SET held = held - $1, available = available + $1 WHERE sku = $2 AND market = $3"
-                    };
+                for (sku, market, qty) in &rows {
                     sqlx::query(counters)
-                        .bind(qty)
+                        .bind(*qty)
                         .bind(sku.as_str())
                         .bind(market.as_str())
                         .execute(&mut *conn)

@@ -329,6 +329,37 @@ pub trait OrdersStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// Most saga log lines one statement appends (5 parameters each).
+const LOG_LINES_PER_STATEMENT: usize = 100;
+
+/// An `INSERT` of `lines` saga log lines for order `$1`, numbered after its last line:
+/// line `k` (from 1) is bound as `($k, step, outcome, detail, at_ms)`. The same text for
+/// SQLite and PostgreSQL (both name the columns of a `VALUES` list `column1`…).
+fn saga_log_insert(lines: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO saga_log (order_id, seq, step, outcome, detail, at_ms) \
+         SELECT $1, b.base + v.column1, v.column2, v.column3, v.column4, v.column5 FROM (VALUES ",
+    );
+    for l in 0..lines {
+        let p = 2 + l * 5;
+        if l > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4
+        ));
+    }
+    sql.push_str(
+        ") AS v CROSS JOIN (SELECT COALESCE(MAX(seq), 0) AS base FROM saga_log WHERE order_id = $1) AS b",
+    );
+    sql
+}
+
 const ORDER_COLUMNS: &str = "id, user_id, market, currency, total_minor, document, status, reason, \
      saga_state, step, attempts, next_at_ms, step_deadline_ms, lease_owner, lease_until_ms, version, \
      created_at_ms, updated_at_ms";
@@ -369,30 +400,19 @@ macro_rules! orders_store {
                 events: &[NewEvent],
                 at: i64,
             ) -> Result<()> {
-                if !log.is_empty() {
-                    let last: Option<i64> =
-                        sqlx::query_scalar("SELECT MAX(seq) FROM saga_log WHERE order_id = $1")
-                            .bind(order_id)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                    let mut seq = last.unwrap_or(0);
-                    for line in log {
-                        seq += 1;
-                        sqlx::query(
-                            "INSERT INTO saga_log (order_id, seq, step, outcome, detail, at_ms) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(order_id)
-                        .bind(seq)
-                        .bind(line.step.as_str())
-                        .bind(line.outcome.as_str())
-                        .bind(line.detail.as_str())
-                        .bind(if line.at_ms == 0 { at } else { line.at_ms })
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                // One statement per chunk of lines, numbering them after the order's last
+                // line (which the statement reads itself).
+                for chunk in log.chunks(LOG_LINES_PER_STATEMENT) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(saga_log_insert(chunk.len()))).bind(order_id);
+                    for (k, line) in chunk.iter().enumerate() {
+                        q = q
+                            .bind(i64::try_from(k).unwrap_or(i64::MAX).saturating_add(1))
+                            .bind(line.step.as_str())
+                            .bind(line.outcome.as_str())
+                            .bind(line.detail.as_str())
+                            .bind(if line.at_ms == 0 { at } else { line.at_ms });
                     }
+                    q.execute(&mut *conn).await.map_err(StoreError::from_sqlx)?;
                 }
                 if !events.is_empty() {
                     if !$lock.is_empty() {
@@ -578,7 +598,8 @@ macro_rules! orders_store {
 
             async fn key(&self, user_id: &str, key: &str) -> Result<Option<KeyRecord>> {
                 let started = std::time::Instant::now();
-                let r = Self::key_in(&self.writer, user_id, key).await;
+                // Every write is acknowledged after its commit, so a reader sees it.
+                let r = Self::key_in(&self.reader, user_id, key).await;
                 record($name, "idempotency_key", started, &r);
                 r
             }

@@ -159,6 +159,39 @@ pub struct PaymentOperation {
     pub at_ms: i64,
 }
 
+/// A transition of a payment, as [`PaymentsStore::log_and_update`] takes it: each variant
+/// is the transition of the `record_*` method of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentUpdate {
+    /// [`PaymentsStore::record_authorized`].
+    Authorized {
+        /// The provider's authorization id.
+        provider_ref: String,
+    },
+    /// [`PaymentsStore::record_declined`].
+    Declined {
+        /// The provider's reason.
+        reason: String,
+    },
+    /// [`PaymentsStore::record_voided`].
+    Voided {
+        /// The voided authorization, if there was one.
+        provider_ref: Option<String>,
+    },
+    /// [`PaymentsStore::record_captured`].
+    Captured {
+        /// Captured, in minor units (> 0).
+        amount_minor: i64,
+    },
+    /// [`PaymentsStore::record_refund`].
+    Refund {
+        /// The refund's number.
+        seq: i64,
+        /// Refunded, in minor units (> 0).
+        amount_minor: i64,
+    },
+}
+
 /// The payments store.
 #[async_trait]
 pub trait PaymentsStore: Send + Sync + 'static {
@@ -205,6 +238,17 @@ pub trait PaymentsStore: Send + Sync + 'static {
         order_id: &str,
         seq: i64,
         amount_minor: i64,
+    ) -> Result<Transition>;
+
+    /// Appends `call` (its `at_ms` may be 0: now) to the operations log, then applies
+    /// `update` to the payment of `call.order_id`: the same as
+    /// [`log_operation`](Self::log_operation) followed by the `record_*` method, in one
+    /// write (one commit instead of two, each statement still standing alone as before:
+    /// when the transition fails, the logged call stays).
+    async fn log_and_update(
+        &self,
+        call: &PaymentOperation,
+        update: PaymentUpdate,
     ) -> Result<Transition>;
 
     /// Appends one provider call and its outcome to the operations log.
@@ -304,6 +348,157 @@ macro_rules! payments_store {
                     None => Transition::Missing,
                 })
             }
+            /// The statement of `update` on the order's payment, and what it did.
+            async fn apply_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                order_id: &str,
+                update: &PaymentUpdate,
+                at: i64,
+            ) -> Result<Transition> {
+                let row = match update {
+                    PaymentUpdate::Authorized { provider_ref } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'authorized', provider_ref = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(provider_ref.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Declined { reason } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'declined', decline_reason = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(reason.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Voided { provider_ref: None } => {
+                        // Two statements, each of which would stand alone.
+                        let sql = concat!(
+                            "INSERT INTO payments (", columns!(), ") \
+                             VALUES ($1, 0, '', 'voided', NULL, 0, 0, 0, NULL, $2, $2) \
+                             ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
+                        );
+                        let tombstone = sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        match tombstone {
+                            Some(row) => Ok(Some(row)),
+                            None => {
+                                let sql = concat!(
+                                    "UPDATE payments SET state = 'voided', updated_at_ms = $2 \
+                                     WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
+                                );
+                                sqlx::query(sql)
+                                    .bind(order_id)
+                                    .bind(at)
+                                    .fetch_optional(&mut *conn)
+                                    .await
+                            }
+                        }
+                    }
+                    PaymentUpdate::Voided { provider_ref: Some(provider_ref) } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'voided', provider_ref = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND (state IN ('authorizing', 'authorized') \
+                             OR (state = 'voided' AND provider_ref IS NULL)) RETURNING ", columns!()
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(provider_ref.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Captured { amount_minor } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 \
+                             RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(*amount_minor)
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Refund { seq, amount_minor } => {
+                        let sql = concat!(
+                            "UPDATE payments SET refunded_minor = refunded_minor + $3, refunds = refunds + 1, \
+                             state = CASE WHEN refunded_minor + $3 = captured_minor THEN 'refunded' ELSE 'captured' END, \
+                             updated_at_ms = $4 \
+                             WHERE order_id = $1 AND state = 'captured' AND refunds = $2 \
+                             AND refunded_minor + $3 <= captured_minor RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(*seq)
+                            .bind(*amount_minor)
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                }
+                .map_err(StoreError::from_sqlx)?;
+                Self::transition(conn, order_id, row).await
+            }
+
+            /// Appends `call` to the operations log.
+            async fn log_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                call: &PaymentOperation,
+                at: i64,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(call.order_id.as_str())
+                .bind(call.op.as_str())
+                .bind(call.idempotency_key.as_str())
+                .bind(call.outcome.as_str())
+                .bind(if call.at_ms == 0 { at } else { call.at_ms })
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from_sqlx)
+            }
+
+            /// Validates `update`, then runs it (after logging `call`, if any) as one write.
+            /// Every statement would stand alone, so the write needs no savepoint.
+            async fn update(
+                &self,
+                order_id: &str,
+                call: Option<&PaymentOperation>,
+                update: PaymentUpdate,
+            ) -> Result<Transition> {
+                match &update {
+                    PaymentUpdate::Captured { amount_minor } => positive("a capture", *amount_minor)?,
+                    PaymentUpdate::Refund { amount_minor, .. } => positive("a refund", *amount_minor)?,
+                    _ => {}
+                }
+                let at = now_ms();
+                let (order_id, call) = (order_id.to_owned(), call.cloned());
+                self.write_one(move |conn| Box::pin(async move {
+                    if let Some(call) = &call {
+                        Self::log_in(conn, call, at).await?;
+                    }
+                    Self::apply_in(conn, &order_id, &update, at).await
+                }))
+                .await
+            }
         }
 
         #[async_trait]
@@ -350,44 +545,16 @@ macro_rules! payments_store {
 
             async fn record_authorized(&self, order_id: &str, provider_ref: &str) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let (order_id, provider_ref, at) = (order_id.to_owned(), provider_ref.to_owned(), now_ms());
-                let r = self.write_one(move |conn| Box::pin(async move {
-                    let sql = concat!(
-                        "UPDATE payments SET state = 'authorized', provider_ref = $2, updated_at_ms = $3 \
-                         WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id.as_str())
-                        .bind(provider_ref.as_str())
-                        .bind(at)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    Self::transition(conn, &order_id, row).await
-                }))
-                .await;
+                let update = PaymentUpdate::Authorized { provider_ref: provider_ref.to_owned() };
+                let r = self.update(order_id, None, update).await;
                 record($name, "payment_record_authorized", started, &r);
                 r
             }
 
             async fn record_declined(&self, order_id: &str, reason: &str) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let (order_id, reason, at) = (order_id.to_owned(), reason.to_owned(), now_ms());
-                let r = self.write_one(move |conn| Box::pin(async move {
-                    let sql = concat!(
-                        "UPDATE payments SET state = 'declined', decline_reason = $2, updated_at_ms = $3 \
-                         WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id.as_str())
-                        .bind(reason.as_str())
-                        .bind(at)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    Self::transition(conn, &order_id, row).await
-                }))
-                .await;
+                let update = PaymentUpdate::Declined { reason: reason.to_owned() };
+                let r = self.update(order_id, None, update).await;
                 record($name, "payment_record_declined", started, &r);
                 r
             }
@@ -398,84 +565,15 @@ macro_rules! payments_store {
                 provider_ref: Option<&str>,
             ) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let at = now_ms();
-                let (order_id, provider_ref) = (order_id.to_owned(), provider_ref.map(str::to_owned));
-                // Two statements at most, each of which would stand alone: no savepoint.
-                let r = self.write_one(move |conn| Box::pin(async move {
-                    let row = match provider_ref.as_deref() {
-                        None => {
-                            let sql = concat!(
-                                "INSERT INTO payments (", columns!(), ") \
-                                 VALUES ($1, 0, '', 'voided', NULL, 0, 0, 0, NULL, $2, $2) \
-                                 ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
-                            );
-                            let tombstone = sqlx::query(sql)
-                                .bind(order_id.as_str())
-                                .bind(at)
-                                .fetch_optional(&mut *conn)
-                                .await
-                                .map_err(StoreError::from_sqlx)?;
-                            match tombstone {
-                                Some(row) => Some(row),
-                                None => {
-                                    let sql = concat!(
-                                        "UPDATE payments SET state = 'voided', updated_at_ms = $2 \
-                                         WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                                    );
-                                    sqlx::query(sql)
-                                        .bind(order_id.as_str())
-                                        .bind(at)
-                                        .fetch_optional(&mut *conn)
-                                        .await
-                                        .map_err(StoreError::from_sqlx)?
-                                }
-                            }
-                        }
-                        Some(provider_ref) => {
-                            let sql = concat!(
-                                "UPDATE payments SET state = 'voided', provider_ref = $2, updated_at_ms = $3 \
-                                 WHERE order_id = $1 AND (state IN ('authorizing', 'authorized') \
-                                 OR (state = 'voided' AND provider_ref IS NULL)) RETURNING ", columns!()
-                            );
-                            sqlx::query(sql)
-                                .bind(order_id.as_str())
-                                .bind(provider_ref)
-                                .bind(at)
-                                .fetch_optional(&mut *conn)
-                                .await
-                                .map_err(StoreError::from_sqlx)?
-                        }
-                    };
-                    Self::transition(conn, &order_id, row).await
-                }))
-                .await;
+                let update = PaymentUpdate::Voided { provider_ref: provider_ref.map(str::to_owned) };
+                let r = self.update(order_id, None, update).await;
                 record($name, "payment_record_voided", started, &r);
                 r
             }
 
             async fn record_captured(&self, order_id: &str, amount_minor: i64) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
-                    positive("a capture", amount_minor)?;
-                    let (order_id, at) = (order_id.to_owned(), now_ms());
-                    self.write_one(move |conn| Box::pin(async move {
-                        let sql = concat!(
-                            "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
-                             WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 \
-                             RETURNING ", columns!(), ""
-                        );
-                        let row = sqlx::query(sql)
-                            .bind(order_id.as_str())
-                            .bind(amount_minor)
-                            .bind(at)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                        Self::transition(conn, &order_id, row).await
-                    }))
-                    .await
-                }
-                .await;
+                let r = self.update(order_id, None, PaymentUpdate::Captured { amount_minor }).await;
                 record($name, "payment_record_captured", started, &r);
                 r
             }
@@ -487,31 +585,19 @@ macro_rules! payments_store {
                 amount_minor: i64,
             ) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
-                    positive("a refund", amount_minor)?;
-                    let (order_id, at) = (order_id.to_owned(), now_ms());
-                    self.write_one(move |conn| Box::pin(async move {
-                    let sql = concat!(
-                        "UPDATE payments SET refunded_minor = refunded_minor + $3, refunds = refunds + 1, \
-                         state = CASE WHEN refunded_minor + $3 = captured_minor THEN 'refunded' ELSE 'captured' END, \
-                         updated_at_ms = $4 \
-                         WHERE order_id = $1 AND state = 'captured' AND refunds = $2 \
-                         AND refunded_minor + $3 <= captured_minor RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id.as_str())
-                        .bind(seq)
-                        .bind(amount_minor)
-                        .bind(at)
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    Self::transition(conn, &order_id, row).await
-                    }))
-                    .await
-                }
-                .await;
+                let r = self.update(order_id, None, PaymentUpdate::Refund { seq, amount_minor }).await;
                 record($name, "payment_record_refund", started, &r);
+                r
+            }
+
+            async fn log_and_update(
+                &self,
+                call: &PaymentOperation,
+                update: PaymentUpdate,
+            ) -> Result<Transition> {
+                let started = std::time::Instant::now();
+                let r = self.update(&call.order_id, Some(call), update).await;
+                record($name, "payment_log_and_update", started, &r);
                 r
             }
 
@@ -523,25 +609,15 @@ macro_rules! payments_store {
                 outcome: &str,
             ) -> Result<()> {
                 let started = std::time::Instant::now();
-                let at = now_ms();
-                let (order_id, op, idempotency_key, outcome) =
-                    (order_id.to_owned(), op.to_owned(), idempotency_key.to_owned(), outcome.to_owned());
+                let call = PaymentOperation {
+                    order_id: order_id.to_owned(),
+                    op: op.to_owned(),
+                    idempotency_key: idempotency_key.to_owned(),
+                    outcome: outcome.to_owned(),
+                    at_ms: 0,
+                };
                 let r = self
-                    .write_one(move |conn| Box::pin(async move {
-                        sqlx::query(
-                            "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
-                             VALUES ($1, $2, $3, $4, $5)",
-                        )
-                        .bind(order_id.as_str())
-                        .bind(op.as_str())
-                        .bind(idempotency_key.as_str())
-                        .bind(outcome.as_str())
-                        .bind(at)
-                        .execute(&mut *conn)
-                        .await
-                        .map(|_| ())
-                        .map_err(StoreError::from_sqlx)
-                    }))
+                    .write_one(move |conn| Box::pin(async move { Self::log_in(conn, &call, now_ms()).await }))
                     .await;
                 record($name, "payment_log_operation", started, &r);
                 r
