@@ -33,9 +33,12 @@
 //!
 //! ## Backpressure
 //! The queue holds at most [`QUEUE_DEPTH`] writes; callers beyond that wait for room.
-//! The writer takes the pool's one connection for a batch and keeps it for the next
-//! one only while writes are waiting (and for a bounded streak), so the few statements
-//! that still use the pool directly get their turn between batches.
+//!
+//! ## The connection
+//! The writer takes the pool's one connection with its first write and keeps it (giving
+//! it back to the pool costs a round trip to SQLite per batch), so every write of a
+//! store that uses group commit goes through the writer. Closing the store stops the
+//! writer first: it commits what is queued and gives the connection back.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -46,7 +49,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::FutureExt;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, PgConnection, Pool, Postgres, Sqlite, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
 use crate::sql::SqlStore;
 use crate::{Result, StoreError};
@@ -56,10 +60,6 @@ pub const MAX_BATCH: usize = 256;
 
 /// Most writes waiting for the writer; callers beyond it wait for room.
 pub const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
-
-/// Most batches in a row the writer runs without giving its connection back to the
-/// pool (it gives it back at once when no write is waiting).
-const MAX_STREAK: u32 = 32;
 
 /// A boxed future that may borrow for `'a`.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -132,20 +132,39 @@ struct Job {
 /// Handle to a store's writer task (one per SQLite store).
 pub(crate) struct GroupWriter {
     queue: mpsc::Sender<Job>,
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl GroupWriter {
     /// Starts the writer task on `pool` (whose single connection reports whole-
-    /// transaction rollbacks in `rolled_back`). The task ends when the handle is dropped;
-    /// once the pool is closed, every write fails with [`StoreError::Closed`].
+    /// transaction rollbacks in `rolled_back`). The task takes the connection with the
+    /// first write and keeps it until [`stop`](Self::stop) or until the handle is
+    /// dropped, so a store that writes through it must not use `pool` itself.
     pub(crate) fn start(
         store: &'static str,
         pool: Pool<Sqlite>,
         rolled_back: Arc<AtomicBool>,
     ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(store, pool, jobs, rolled_back));
-        GroupWriter { queue }
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(store, pool, jobs, stopped, rolled_back));
+        GroupWriter {
+            queue,
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Refuses new writes ([`StoreError::Closed`]), commits the ones already queued and
+    /// waits for the task to give its connection back.
+    pub(crate) async fn stop(&self) {
+        self.stop.send_replace(true);
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        if let Some(task) = task {
+            // A task that panicked has given its connection back too.
+            let _ = task.await;
+        }
     }
 
     /// Runs `op` in the next batch, inside its own savepoint: [`Step::Undo`] or an error
@@ -226,26 +245,33 @@ async fn run(
     store: &'static str,
     pool: Pool<Sqlite>,
     mut jobs: mpsc::Receiver<Job>,
+    mut stop: watch::Receiver<bool>,
     rolled_back: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut held: Option<PoolConnection<Sqlite>> = None;
-    let mut streak = 0;
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let outcome = match held.take() {
+    loop {
+        let received = tokio::select! {
+            n = jobs.recv_many(&mut batch, MAX_BATCH) => n,
+            // Refuse new writes; the loop drains the queued ones, then ends.
+            _ = stop.wait_for(|stop| *stop), if !jobs.is_closed() => {
+                jobs.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let conn = match held.take() {
             Some(conn) => Ok(conn),
             None => pool.acquire().await.map_err(Abort::sqlx),
         };
-        let outcome = match outcome {
+        let outcome = match conn {
             Ok(mut conn) => {
                 let r = run_batch(&mut conn, &mut batch, &rolled_back).await;
-                streak += 1;
-                // Keep the connection for the next batch only while writes are waiting
-                // (and not forever: the pool's other users get their turn).
-                if r.is_ok() && streak < MAX_STREAK && !jobs.is_empty() {
+                // After a failure the pool checks the connection before it is used again.
+                if r.is_ok() {
                     held = Some(conn);
-                } else {
-                    streak = 0;
                 }
                 r
             }

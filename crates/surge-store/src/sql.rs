@@ -228,8 +228,11 @@ fn check_url(url: &str) -> Result<()> {
 }
 
 impl<DB: Database> SqlStore<DB> {
-    /// Stops the checkpointer and closes both pools.
+    /// Stops the group writer and the checkpointer, and closes both pools.
     pub(crate) async fn shut(&self) {
+        if let Some(g) = &self.group {
+            g.stop().await;
+        }
         if let Some(c) = &self.checkpointer {
             c.stop().await;
         }
