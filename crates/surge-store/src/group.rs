@@ -17,12 +17,20 @@
 //! Only after the `COMMIT` returns does each caller get its result, so nothing is
 //! acknowledged before it is durable, and a failed commit is every caller's error.
 //!
-//! ## Why each write gets a savepoint
+//! ## Savepoints, and the optimistic first pass
 //! A write that fails halfway, or that decides to undo what it did (a hold that finds a
 //! line out of stock), must leave no trace while its neighbours in the batch commit. A
 //! `ROLLBACK TO` its savepoint does exactly that. A write made of one statement (or of
-//! statements that each stand alone, like autocommitted ones) skips the savepoint: a
+//! statements that each stand alone, like autocommitted ones) needs no savepoint: a
 //! failing SQLite statement undoes its own changes and leaves the transaction open.
+//!
+//! A savepoint costs a round trip to SQLite's thread, and most writes neither fail nor
+//! undo, so a batch first runs without any. When a write that needed one fails or
+//! undoes, the batch is rolled back and run again with savepoints from that write on;
+//! the writes before it see the same state as before and do the same again. So a write
+//! must be a function of the database and its arguments only (the store's writes are:
+//! statements and their results), and may run more than once before its batch commits;
+//! only the run that commits is answered.
 //!
 //! ## What can abort a whole batch
 //! Some errors (I/O, disk full, out of memory) make SQLite roll back the whole
@@ -72,7 +80,8 @@ pub(crate) enum Step<T> {
     Undo(T),
 }
 
-/// A write as the writer task sees it: run it, then deliver its result.
+/// A write as the writer task sees it: run it (again, if the batch is redone), then
+/// deliver the result of its last run.
 trait Operation: Send {
     /// Runs the write on the batch's connection. Returns whether its changes must be
     /// rolled back (it failed, or asked to undo).
@@ -83,24 +92,37 @@ trait Operation: Send {
     fn finish(self: Box<Self>, batch: Result<()>);
 }
 
+/// A write: what it works on, and the statements it runs on that (it may run more than
+/// once: see the module docs).
+pub(crate) trait WriteOp<D, T>:
+    for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<Step<T>>> + Send + 'static
+{
+}
+
+impl<D, T, F> WriteOp<D, T> for F where
+    F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<Step<T>>>
+        + Send
+        + 'static
+{
+}
+
 /// One queued write and where its answer goes.
-struct Pending<T, F> {
-    op: Option<F>,
+struct Pending<D, T, F> {
+    data: D,
+    op: F,
     result: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<T, F> Operation for Pending<T, F>
+impl<D, T, F> Operation for Pending<D, T, F>
 where
+    D: Send + 'static,
     T: Send + 'static,
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>> + Send + 'static,
+    F: WriteOp<D, T>,
 {
     fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let Some(op) = self.op.take() else {
-                return false;
-            };
-            let (result, undo) = match op(conn).await {
+            let (result, undo) = match (self.op)(&self.data, conn).await {
                 Ok(Step::Keep(v)) => (Ok(v), false),
                 Ok(Step::Undo(v)) => (Ok(v), true),
                 Err(e) => (Err(e), true),
@@ -167,44 +189,47 @@ impl GroupWriter {
         }
     }
 
-    /// Runs `op` in the next batch, inside its own savepoint: [`Step::Undo`] or an error
-    /// rolls back what it wrote. Returns its result once the batch has committed.
-    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    /// Runs `op` on `data` in the next batch, inside its own savepoint: [`Step::Undo`] or
+    /// an error rolls back what it wrote. Returns its result once the batch has committed.
+    pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
+        D: Send + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>>
-            + Send
-            + 'static,
+        F: WriteOp<D, T>,
     {
-        self.submit(true, op).await
+        self.submit(true, data, op).await
     }
 
-    /// Runs `op` in the next batch without a savepoint: for writes of one statement, or
-    /// of statements that would each have been committed on their own. Returns its
-    /// result once the batch has committed.
-    pub(crate) async fn write_one<T, F>(&self, op: F) -> Result<T>
+    /// Runs `op` on `data` in the next batch without a savepoint: for writes of one
+    /// statement, or of statements that would each have been committed on their own.
+    /// Returns its result once the batch has committed.
+    pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
+        D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<T>>
+            + Send
+            + Sync
+            + 'static,
     {
-        self.submit(false, move |conn| {
-            Box::pin(async move { op(conn).await.map(Step::Keep) })
+        self.submit(false, (data, op), |(data, op), conn| {
+            Box::pin(async move { op(data, conn).await.map(Step::Keep) })
         })
         .await
     }
 
-    async fn submit<T, F>(&self, savepoint: bool, op: F) -> Result<T>
+    async fn submit<D, T, F>(&self, savepoint: bool, data: D, op: F) -> Result<T>
     where
+        D: Send + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>>
-            + Send
-            + 'static,
+        F: WriteOp<D, T>,
     {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             savepoint,
             op: Box::new(Pending {
-                op: Some(op),
+                data,
+                op,
                 result: None,
                 reply,
             }),
@@ -290,60 +315,92 @@ async fn run(
 }
 
 /// Runs every job of `batch` in one transaction on `conn` and commits it.
+///
+/// The first pass is optimistic: no savepoints. If a job that needs one fails or asks
+/// to undo, the whole transaction is rolled back and the batch runs again, with
+/// savepoints from that job on (the jobs before it run again as they did, on the same
+/// state). Only the results of the pass that commits are delivered.
 async fn run_batch(
     conn: &mut SqliteConnection,
     batch: &mut [Job],
     rolled_back: &AtomicBool,
 ) -> std::result::Result<(), Abort> {
-    begin(conn).await?;
-    rolled_back.store(false, Ordering::Release);
-    let ran = run_jobs(conn, batch, rolled_back).await;
-    let committed = match ran {
-        // Also releases the savepoint the last job may have left open.
-        Ok(()) => exec(conn, "COMMIT").await.map_err(Abort::sqlx),
-        Err(e) => Err(e),
-    };
-    if committed.is_err() {
-        // Leave the connection outside any transaction for the next user (an error
-        // here only means SQLite rolled back already).
-        let _ = exec(conn, "ROLLBACK").await;
+    let mut safe_from = batch.len();
+    loop {
+        begin(conn).await?;
+        rolled_back.store(false, Ordering::Release);
+        let ran = run_jobs(conn, batch, safe_from, rolled_back).await;
+        let committed = match ran {
+            // Also releases the savepoint the last job may have left open.
+            Ok(()) => exec(conn, "COMMIT").await.map_err(Abort::sqlx),
+            // Strictly before `safe_from`, so this ends.
+            Err(Pass::Redo(from)) => {
+                metrics::counter!(crate::metrics::GROUP_COMMIT_REDONE_TOTAL).increment(1);
+                exec(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
+                safe_from = from;
+                continue;
+            }
+            Err(Pass::Abort(e)) => Err(e),
+        };
+        if committed.is_err() {
+            // Leave the connection outside any transaction for the next user (an error
+            // here only means SQLite rolled back already).
+            let _ = exec(conn, "ROLLBACK").await;
+        }
+        return committed;
     }
-    committed
 }
 
-/// Runs the jobs in order. A kept savepoint is released lazily, together with the next
-/// job's `SAVEPOINT` (or by the `COMMIT`): one round trip to SQLite per job instead of
-/// two. A job without a savepoint that runs inside a kept one is unaffected: a kept
-/// savepoint is only ever released, never rolled back to.
+/// Why a pass over a batch stopped early.
+enum Pass {
+    /// Job `n` needs the savepoint it ran without: roll back, run again with
+    /// savepoints from `n` on.
+    Redo(usize),
+    /// The batch cannot commit.
+    Abort(Abort),
+}
+
+/// Runs the jobs in order, jobs from `safe_from` on inside their savepoint if they need
+/// one. A kept savepoint is released lazily, together with the next job's `SAVEPOINT`
+/// (or by the `COMMIT`): one round trip to SQLite per job instead of two. A job without
+/// a savepoint that runs inside a kept one is unaffected: a kept savepoint is only ever
+/// released, never rolled back to.
 async fn run_jobs(
     conn: &mut SqliteConnection,
     batch: &mut [Job],
+    safe_from: usize,
     rolled_back: &AtomicBool,
-) -> std::result::Result<(), Abort> {
+) -> std::result::Result<(), Pass> {
     let mut open = false;
-    for job in batch.iter_mut() {
-        if job.savepoint {
+    for (n, job) in batch.iter_mut().enumerate() {
+        let savepoint = job.savepoint && n >= safe_from;
+        if savepoint {
             let start = if open {
                 "RELEASE op; SAVEPOINT op"
             } else {
                 "SAVEPOINT op"
             };
-            exec(conn, start).await.map_err(Abort::sqlx)?;
+            exec(conn, start)
+                .await
+                .map_err(|e| Pass::Abort(Abort::sqlx(e)))?;
             open = true;
         }
         let undo = AssertUnwindSafe(job.op.run(conn))
             .catch_unwind()
             .await
-            .map_err(|_| Abort::message("a write panicked"))?;
+            .map_err(|_| Pass::Abort(Abort::message("a write panicked")))?;
         if rolled_back.load(Ordering::Acquire) {
-            return Err(Abort::message(
+            return Err(Pass::Abort(Abort::message(
                 "SQLite rolled the transaction back after an error",
-            ));
+            )));
         }
-        if job.savepoint && undo {
+        if undo && job.savepoint {
+            if !savepoint {
+                return Err(Pass::Redo(n));
+            }
             exec(conn, "ROLLBACK TO op; RELEASE op")
                 .await
-                .map_err(Abort::sqlx)?;
+                .map_err(|e| Pass::Abort(Abort::sqlx(e)))?;
             open = false;
         }
     }
@@ -367,16 +424,16 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> sqlx::Result<()
     sqlx::raw_sql(sql).execute(conn).await.map(|_| ())
 }
 
-/// Runs `op` in a transaction of its own on `pool`: committed on [`Step::Keep`], rolled
-/// back on [`Step::Undo`] or an error. PostgreSQL's path (its many connections commit
-/// in parallel), and SQLite's while a store is being opened.
-async fn per_call<DB, T, F>(pool: &Pool<DB>, op: F) -> Result<T>
+/// Runs `op` on `data` in a transaction of its own on `pool`: committed on
+/// [`Step::Keep`], rolled back on [`Step::Undo`] or an error. PostgreSQL's path (its many
+/// connections commit in parallel), and SQLite's while a store is being opened.
+async fn per_call<DB, D, T, F>(pool: &Pool<DB>, data: &D, op: F) -> Result<T>
 where
     DB: Database,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<Step<T>>>,
+    F: for<'a> Fn(&'a D, &'a mut DB::Connection) -> BoxFuture<'a, Result<Step<T>>>,
 {
     let mut tx = pool.begin().await.map_err(StoreError::from_sqlx)?;
-    match op(&mut *tx).await? {
+    match op(data, &mut *tx).await? {
         Step::Keep(v) => {
             tx.commit().await.map_err(StoreError::from_sqlx)?;
             Ok(v)
@@ -386,62 +443,65 @@ where
     }
 }
 
-/// Runs `op` on a connection of `pool` outside any transaction: each statement commits
-/// by itself.
-async fn per_call_one<DB, T, F>(pool: &Pool<DB>, op: F) -> Result<T>
+/// Runs `op` on `data` on a connection of `pool` outside any transaction: each
+/// statement commits by itself.
+async fn per_call_one<DB, D, T, F>(pool: &Pool<DB>, data: &D, op: F) -> Result<T>
 where
     DB: Database,
-    F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>>,
+    F: for<'a> Fn(&'a D, &'a mut DB::Connection) -> BoxFuture<'a, Result<T>>,
 {
     let mut conn = pool.acquire().await.map_err(StoreError::from_sqlx)?;
-    op(&mut *conn).await
+    op(data, &mut *conn).await
 }
 
 impl SqlStore<Sqlite> {
     /// Runs a write of several statements: in the next group commit, inside its own
     /// savepoint (see [`GroupWriter::write`]).
-    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
+        D: Send + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<Step<T>>>
-            + Send
-            + 'static,
+        F: WriteOp<D, T>,
     {
         match &self.group {
-            Some(group) => group.write(op).await,
-            None => per_call(&self.writer, op).await,
+            Some(group) => group.write(data, op).await,
+            None => per_call(&self.writer, &data, op).await,
         }
     }
 
     /// Runs a write of one statement (or of statements that stand alone) in the next
     /// group commit (see [`GroupWriter::write_one`]).
-    pub(crate) async fn write_one<T, F>(&self, op: F) -> Result<T>
+    pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
+        D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<T>>
+            + Send
+            + Sync
+            + 'static,
     {
         match &self.group {
-            Some(group) => group.write_one(op).await,
-            None => per_call_one(&self.writer, op).await,
+            Some(group) => group.write_one(data, op).await,
+            None => per_call_one(&self.writer, &data, op).await,
         }
     }
 }
 
 impl SqlStore<Postgres> {
     /// Runs a write of several statements in a transaction of its own.
-    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<Step<T>>>,
+        F: for<'a> Fn(&'a D, &'a mut PgConnection) -> BoxFuture<'a, Result<Step<T>>>,
     {
-        per_call(&self.writer, op).await
+        per_call(&self.writer, &data, op).await
     }
 
     /// Runs a write of one statement (or of statements that stand alone) outside a
     /// transaction, as autocommitted statements.
-    pub(crate) async fn write_one<T, F>(&self, op: F) -> Result<T>
+    pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>>,
+        F: for<'a> Fn(&'a D, &'a mut PgConnection) -> BoxFuture<'a, Result<T>>,
     {
-        per_call_one(&self.writer, op).await
+        per_call_one(&self.writer, &data, op).await
     }
 }

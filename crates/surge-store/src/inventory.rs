@@ -110,9 +110,10 @@ macro_rules! inventory_store {
             /// Moves the order's `held` rows to `to`, adjusting the counters for each
             /// row this call moved. Returns the units moved.
             async fn settle(&self, order_id: &str, to: &'static str) -> Result<i64> {
-                let order_id = order_id.to_owned();
-                self.write(move |conn| Box::pin(async move { Self::settle_in(conn, &order_id, to).await }))
-                    .await
+                self.write((order_id.to_owned(), to), |(order_id, to), conn| {
+                    Box::pin(Self::settle_in(conn, order_id, to))
+                })
+                .await
             }
 
             async fn settle_in(
@@ -226,8 +227,8 @@ macro_rules! inventory_store {
                     if units <= 0 {
                         return Err(StoreError::Config(format!("restock of {units} units")));
                     }
-                    let (sku, market) = (sku.to_owned(), market.to_owned());
-                    self.write_one(move |conn| Box::pin(async move {
+                    let data = (sku.to_owned(), market.to_owned(), units);
+                    self.write_one(data, |(sku, market, units), conn| Box::pin(async move {
                         let row = sqlx::query(
                             "INSERT INTO stock (sku, market, available, held, sold) VALUES ($1, $2, $3, 0, 0) \
                              ON CONFLICT (sku, market) DO UPDATE SET available = stock.available + excluded.available \
@@ -235,7 +236,7 @@ macro_rules! inventory_store {
                         )
                         .bind(sku.as_str())
                         .bind(market.as_str())
-                        .bind(units)
+                        .bind(*units)
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
@@ -272,10 +273,10 @@ macro_rules! inventory_store {
                             l.sku, l.market
                         )));
                     }
-                    let (order_id, lines) = (order_id.to_owned(), lines.to_vec());
-                    self.write(move |conn| Box::pin(async move {
-                        Self::hold_in(conn, &order_id, &lines, expires_at_ms, at).await
-                    }))
+                    let data = (order_id.to_owned(), lines.to_vec(), expires_at_ms, at);
+                    self.write(data, |(order_id, lines, expires_at_ms, at), conn| {
+                        Box::pin(Self::hold_in(conn, order_id, lines, *expires_at_ms, *at))
+                    })
                     .await
                 }
                 .await;

@@ -588,9 +588,8 @@ macro_rules! orders_store {
             async fn create(&self, new: &NewOrder) -> Result<Created> {
                 let started = std::time::Instant::now();
                 let at = now_ms();
-                let new = new.clone();
                 let r = self
-                    .write(move |conn| Box::pin(async move { Self::create_in(conn, &new, at).await }))
+                    .write(new.clone(), move |new, conn| Box::pin(Self::create_in(conn, new, at)))
                     .await;
                 record($name, "create_order", started, &r);
                 r
@@ -613,10 +612,9 @@ macro_rules! orders_store {
                 body: &[u8],
             ) -> Result<bool> {
                 let started = std::time::Instant::now();
-                let (user_id, key) = (user_id.to_owned(), key.to_owned());
-                let (content_type, body) = (content_type.to_owned(), body.to_vec());
+                let data = (user_id.to_owned(), key.to_owned(), content_type.to_owned(), body.to_vec());
                 let r = self
-                    .write_one(move |conn| Box::pin(async move {
+                    .write_one(data, move |(user_id, key, content_type, body), conn| Box::pin(async move {
                         sqlx::query(
                             "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3 \
                              WHERE user_id = $4 AND key = $5 AND status IS NULL",
@@ -644,9 +642,8 @@ macro_rules! orders_store {
                 until_ms: i64,
             ) -> Result<bool> {
                 let started = std::time::Instant::now();
-                let (user_id, key) = (user_id.to_owned(), key.to_owned());
                 let r = self
-                    .write_one(move |conn| Box::pin(async move {
+                    .write_one((user_id.to_owned(), key.to_owned()), move |(user_id, key), conn| Box::pin(async move {
                         sqlx::query(
                             "UPDATE idempotency_keys SET locked_until_ms = $1 \
                              WHERE user_id = $2 AND key = $3 AND status IS NULL AND locked_until_ms <= $4",
@@ -668,7 +665,7 @@ macro_rules! orders_store {
             async fn purge_keys(&self, now_ms: i64, limit: u32) -> Result<u64> {
                 let started = std::time::Instant::now();
                 let r = self
-                    .write_one(move |conn| Box::pin(async move {
+                    .write_one((), move |(), conn| Box::pin(async move {
                         sqlx::query(
                             "DELETE FROM idempotency_keys WHERE (user_id, key) IN (SELECT user_id, key \
                              FROM idempotency_keys WHERE expires_at_ms <= $1 LIMIT $2)",
@@ -688,9 +685,8 @@ macro_rules! orders_store {
             async fn advance(&self, a: &Advance) -> Result<Option<OrderRow>> {
                 let started = std::time::Instant::now();
                 let at = now_ms();
-                let a = a.clone();
                 let r = self
-                    .write(move |conn| Box::pin(async move { Self::advance_in(conn, &a, at).await }))
+                    .write(a.clone(), move |a, conn| Box::pin(Self::advance_in(conn, a, at)))
                     .await;
                 record($name, "advance_saga", started, &r);
                 r
@@ -810,8 +806,7 @@ macro_rules! orders_store {
                 limit: u32,
             ) -> Result<Vec<OrderRow>> {
                 let started = std::time::Instant::now();
-                let owner = owner.to_owned();
-                let r = self.write_one(move |conn| Box::pin(async move {
+                let r = self.write_one(owner.to_owned(), move |owner, conn| Box::pin(async move {
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE orders SET lease_owner = $1, lease_until_ms = $2 WHERE id IN ( \
                          SELECT id FROM orders WHERE saga_state IN ('running', 'compensating') \
@@ -871,10 +866,9 @@ macro_rules! orders_store {
 
             async fn audit(&self, e: &AuditEntry) -> Result<()> {
                 let started = std::time::Instant::now();
-                let e = e.clone();
                 let at = if e.at_ms == 0 { now_ms() } else { e.at_ms };
                 let r = self
-                    .write_one(move |conn| Box::pin(async move {
+                    .write_one(e.clone(), move |e, conn| Box::pin(async move {
                         sqlx::query(
                             "INSERT INTO saga_audit (order_id, actor, action, note, at_ms) VALUES ($1, $2, $3, $4, $5)",
                         )

@@ -490,12 +490,12 @@ macro_rules! payments_store {
                     _ => {}
                 }
                 let at = now_ms();
-                let (order_id, call) = (order_id.to_owned(), call.cloned());
-                self.write_one(move |conn| Box::pin(async move {
-                    if let Some(call) = &call {
+                let data = (order_id.to_owned(), call.cloned(), update);
+                self.write_one(data, move |(order_id, call, update), conn| Box::pin(async move {
+                    if let Some(call) = call {
                         Self::log_in(conn, call, at).await?;
                     }
-                    Self::apply_in(conn, &order_id, &update, at).await
+                    Self::apply_in(conn, order_id, update, at).await
                 }))
                 .await
             }
@@ -519,8 +519,9 @@ macro_rules! payments_store {
                     if currency.is_empty() {
                         return Err(StoreError::Config("an authorization without a currency".into()));
                     }
-                    let (order_id, currency, at) = (order_id.to_owned(), currency.to_owned(), now_ms());
-                    self.write_one(move |conn| Box::pin(async move {
+                    let at = now_ms();
+                    let data = (order_id.to_owned(), currency.to_owned());
+                    self.write_one(data, move |(order_id, currency), conn| Box::pin(async move {
                         let sql = concat!(
                             "INSERT INTO payments (", columns!(), ") \
                              VALUES ($1, $2, $3, 'authorizing', NULL, 0, 0, 0, NULL, $4, $4) \
@@ -617,7 +618,7 @@ macro_rules! payments_store {
                     at_ms: 0,
                 };
                 let r = self
-                    .write_one(move |conn| Box::pin(async move { Self::log_in(conn, &call, now_ms()).await }))
+                    .write_one(call, |call, conn| Box::pin(Self::log_in(conn, call, now_ms())))
                     .await;
                 record($name, "payment_log_operation", started, &r);
                 r
