@@ -2,16 +2,16 @@
 //!
 //! A SQLite store has one writer connection and runs `synchronous = FULL`, so every
 //! commit is an fsync and every write transaction queues behind the one before it. Here
-//! concurrent writes are queued to one writer task instead, which runs every write
-//! waiting (at most [`MAX_BATCH`]) inside ONE transaction and commits once:
+//! concurrent writes are queued to one writer instead, which runs every write waiting
+//! (at most [`MAX_BATCH`]) inside ONE transaction and commits once:
 //!
 //! ```text
 //! BEGIN IMMEDIATE
-//!   SAVEPOINT op; <write 1>                             (kept)
-//!   RELEASE op; SAVEPOINT op; <write 2>
-//!   ROLLBACK TO op; RELEASE op                          (failed, or asked to undo)
-//!   <write 3>                                           (one statement: no savepoint)
-//! COMMIT                                                (one fsync for all three)
+//!   <write 1>                                      (kept)
+//!   SAVEPOINT op; <write 2> ROLLBACK TO op; RELEASE op   (failed, or asked to undo)
+//!   SAVEPOINT op; <write 3>                        (kept: released with the next one)
+//!   <write 4>                                      (one statement: no savepoint)
+//! COMMIT                                           (one fsync for all four)
 //! ```
 //!
 //! Only after the `COMMIT` returns does each caller get its result, so nothing is
@@ -42,11 +42,16 @@
 //! ## Backpressure
 //! The queue holds at most [`QUEUE_DEPTH`] writes; callers beyond that wait for room.
 //!
-//! ## The connection
-//! The writer takes the pool's one connection with its first write and keeps it (giving
-//! it back to the pool costs a round trip to SQLite per batch), so every write of a
-//! store that uses group commit goes through the writer. Closing the store stops the
-//! writer first: it commits what is queued and gives the connection back.
+//! ## The thread and the connection
+//! A batch is a chain of round trips to the connection's SQLite thread, one statement
+//! at a time, so its length is set by how fast the writer is woken after each one. The
+//! writer therefore runs on a thread of its own (with a one-thread runtime), not as a
+//! task among the request tasks, where every wake-up could wait for a busy worker.
+//!
+//! It takes the pool's one connection with its first write and keeps it (giving it back
+//! to the pool costs a round trip per batch), so every write of a store that uses group
+//! commit goes through the writer. Closing the store stops the writer first: it commits
+//! what is queued and closes the connection.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -58,7 +63,6 @@ use futures_util::FutureExt;
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, PgConnection, Pool, Postgres, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use crate::sql::SqlStore;
 use crate::{Result, StoreError};
@@ -80,7 +84,7 @@ pub(crate) enum Step<T> {
     Undo(T),
 }
 
-/// A write as the writer task sees it: run it (again, if the batch is redone), then
+/// A write as the writer sees it: run it (again, if the batch is redone), then
 /// deliver the result of its last run.
 trait Operation: Send {
     /// Runs the write on the batch's connection. Returns whether its changes must be
@@ -151,41 +155,46 @@ struct Job {
     op: Box<dyn Operation>,
 }
 
-/// Handle to a store's writer task (one per SQLite store).
+/// Handle to a store's writer (one per SQLite store that writes through it).
 pub(crate) struct GroupWriter {
     queue: mpsc::Sender<Job>,
     stop: watch::Sender<bool>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl GroupWriter {
-    /// Starts the writer task on `pool` (whose single connection reports whole-
-    /// transaction rollbacks in `rolled_back`). The task takes the connection with the
-    /// first write and keeps it until [`stop`](Self::stop) or until the handle is
-    /// dropped, so a store that writes through it must not use `pool` itself.
+    /// Starts the writer on its own thread, on `pool` (whose single connection reports
+    /// whole-transaction rollbacks in `rolled_back`). The writer takes the connection
+    /// with the first write and keeps it until [`stop`](Self::stop) or until the handle
+    /// is dropped, so a store that writes through it must not use `pool` itself.
     pub(crate) fn start(
         store: &'static str,
         pool: Pool<Sqlite>,
         rolled_back: Arc<AtomicBool>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run(store, pool, jobs, stopped, rolled_back));
-        GroupWriter {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("{store}-writer"))
+            .spawn(move || runtime.block_on(run(store, pool, jobs, stopped, rolled_back)))?;
+        Ok(GroupWriter {
             queue,
             stop,
-            task: std::sync::Mutex::new(Some(task)),
-        }
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
     }
 
     /// Refuses new writes ([`StoreError::Closed`]), commits the ones already queued and
-    /// waits for the task to give its connection back.
+    /// waits for the writer to close its connection.
     pub(crate) async fn stop(&self) {
         self.stop.send_replace(true);
-        let task = self.task.lock().ok().and_then(|mut t| t.take());
-        if let Some(task) = task {
-            // A task that panicked has given its connection back too.
-            let _ = task.await;
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            // A writer that panicked has dropped its connection too.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -285,6 +294,11 @@ async fn run(
             }
         };
         if received == 0 {
+            if let Some(conn) = held.take() {
+                // The store is closing (or gone): close the connection here rather than
+                // hand it back through a task this thread's runtime would never run.
+                let _ = conn.close().await;
+            }
             break;
         }
         let conn = match held.take() {

@@ -327,9 +327,18 @@ impl SqlStore<Sqlite> {
             .map_err(StoreError::from_sqlx)?;
         let checkpointer = Checkpointer::start(connect)
             .map_err(|e| StoreError::Config(format!("cannot start the WAL checkpointer: {e}")))?;
-        let store_name = components.first().map_or("sqlite", |c| c.name());
+        // Checkout's stores write through a group writer; the catalog and identity
+        // stores keep a transaction per call.
+        let group = match components {
+            [c @ (Component::Orders | Component::Inventory | Component::Payments)] => Some(
+                GroupWriter::start(c.name(), writer.clone(), rolled_back).map_err(|e| {
+                    StoreError::Config(format!("cannot start the group commit writer: {e}"))
+                })?,
+            ),
+            _ => None,
+        };
         Ok(SqlStore {
-            group: Some(GroupWriter::start(store_name, writer.clone(), rolled_back)),
+            group,
             writer,
             reader,
             checkpointer: Some(checkpointer),
