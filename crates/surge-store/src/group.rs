@@ -519,3 +519,6 @@ impl SqlStore<Postgres> {
         per_call_one(&self.writer, &data, op).await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -244,7 +244,8 @@ pub trait PaymentsStore: Send + Sync + 'static {
     /// `update` to the payment of `call.order_id`: the same as
     /// [`log_operation`](Self::log_operation) followed by the `record_*` method, in one
     /// write (one commit instead of two, each statement still standing alone as before:
-    /// when the transition fails, the logged call stays).
+    /// when the transition fails, the logged call stays). An invalid `update` (an amount
+    /// that is not positive) is refused before anything is written.
     async fn log_and_update(
         &self,
         call: &PaymentOperation,

@@ -242,7 +242,7 @@ impl<DB: Database> SqlStore<DB> {
 }
 
 impl SqlStore<Sqlite> {
-    async fn open_sqlite(
+    pub(crate) async fn open_sqlite(
         url: &str,
         options: &StoreOptions,
         components: &'static [Component],
