@@ -23,6 +23,11 @@ pub enum StoreError {
     /// A row with this unique key exists already.
     #[error("already exists")]
     Duplicate,
+    /// The transaction of a SQLite group commit failed (or SQLite rolled it back), so
+    /// the writes batched in it did not take effect — or, when the `COMMIT` itself
+    /// failed, may have. Every caller in the batch gets this error; retry.
+    #[error("group commit failed: {0}")]
+    GroupCommit(std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// A stored value could not be decoded.
     #[error("corrupt row: {0}")]
     Corrupt(String),

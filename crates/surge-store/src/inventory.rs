@@ -11,13 +11,15 @@
 //!   decrement (`UPDATE … SET available = available - qty WHERE available >= qty`), which
 //!   cannot oversell however many holds run at once. A line that does not fit rolls the
 //!   whole hold back.
-//! - [`InventoryStore::release`] and [`InventoryStore::commit`] move each hold row out of
-//!   `held` with a conditional update and adjust the counters only when that update
-//!   won, so running either twice (or both at once) moves every unit once.
+//! - [`InventoryStore::release`] and [`InventoryStore::commit`] move the order's hold rows
+//!   out of `held` with one conditional update and adjust the counters for the rows it
+//!   returns (the ones that update won), so running either twice (or both at once) moves
+//!   every unit once.
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
 
+use crate::group::Step;
 use crate::metrics::record;
 use crate::sql::{SqlStore, now_ms};
 use crate::{Result, StoreError};
@@ -108,50 +110,108 @@ macro_rules! inventory_store {
             /// Moves the order's `held` rows to `to`, adjusting the counters for each
             /// row this call moved. Returns the units moved.
             async fn settle(&self, order_id: &str, to: &'static str) -> Result<i64> {
-                let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-                let rows = sqlx::query(
-                    "SELECT sku, market, qty FROM holds WHERE order_id = $1 AND state = 'held' ORDER BY sku, market",
+                self.write((order_id.to_owned(), to), |(order_id, to), conn| {
+                    Box::pin(Self::settle_in(conn, order_id, to))
+                })
+                .await
+            }
+
+            async fn settle_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                order_id: &str,
+                to: &'static str,
+            ) -> Result<Step<i64>> {
+                // Moves every held row at once; the rows it returns are the ones this call
+                // moved (a concurrent settle of the same order moves each row once).
+                let mut rows: Vec<(String, String, i64)> = sqlx::query_as(
+                    "UPDATE holds SET state = $1 WHERE order_id = $2 AND state = 'held' RETURNING sku, market, qty",
                 )
+                .bind(to)
                 .bind(order_id)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(StoreError::from_sqlx)?;
+                // Counters in one order everywhere, so two settles never deadlock on them.
+                rows.sort_unstable();
+                let counters = if to == "sold" {
+                    "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3"
+                } else {
+                    "UPDATE stock SET held = held - $1, available = available + $1 WHERE sku = $2 AND market = $3"
+                };
                 let mut moved = 0;
-                for row in &rows {
-                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
-                    let sku: String = row.try_get(0).map_err(get)?;
-                    let market: String = row.try_get(1).map_err(get)?;
-                    let qty: i64 = row.try_get(2).map_err(get)?;
-                    let won = sqlx::query(
-                        "UPDATE holds SET state = $1 WHERE order_id = $2 AND sku = $3 AND market = $4 AND state = 'held'",
-                    )
-                    .bind(to)
-                    .bind(order_id)
-                    .bind(sku.as_str())
-                    .bind(market.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?
-                    .rows_affected();
-                    if won == 0 {
-                        continue;
-                    }
-                    let counters = if to == "sold" {
-                        "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3"
-                    } else {
-                        "UPDATE stock SET held = held - $1, available = available + $1 WHERE sku = $2 AND market = $3"
-                    };
+                for (sku, market, qty) in &rows {
                     sqlx::query(counters)
-                        .bind(qty)
+                        .bind(*qty)
                         .bind(sku.as_str())
                         .bind(market.as_str())
-                        .execute(&mut *tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
                     moved += qty;
                 }
-                tx.commit().await.map_err(StoreError::from_sqlx)?;
-                Ok(moved)
+                Ok(Step::Keep(moved))
+            }
+
+            /// The statements of [`InventoryStore::hold`]; undoes its inserts unless every
+            /// line was held.
+            async fn hold_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                order_id: &str,
+                lines: &[HoldLine],
+                expires_at_ms: i64,
+                at: i64,
+            ) -> Result<Step<HoldOutcome>> {
+                for (i, line) in lines.iter().enumerate() {
+                    let fresh = sqlx::query(
+                        "INSERT INTO holds (order_id, sku, market, qty, state, expires_at_ms, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, 'held', $5, $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(order_id)
+                    .bind(line.sku.as_str())
+                    .bind(line.market.as_str())
+                    .bind(line.qty)
+                    .bind(expires_at_ms)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                    if fresh == 0 {
+                        // The same hold ran before: report what became of it. The rows of
+                        // the lines before this one are this call's own (it undoes them),
+                        // so they do not count.
+                        let held: Vec<(String, String)> = sqlx::query_as(
+                            "SELECT sku, market FROM holds WHERE order_id = $1 AND state = 'held'",
+                        )
+                        .bind(order_id)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                        let mine = &lines[..i];
+                        let earlier = held.iter().any(|(sku, market)| {
+                            !mine.iter().any(|l| l.sku == *sku && l.market == *market)
+                        });
+                        return Ok(Step::Undo(if earlier { HoldOutcome::Held } else { HoldOutcome::Settled }));
+                    }
+                    let took = sqlx::query(
+                        "UPDATE stock SET available = available - $1, held = held + $1 \
+                         WHERE sku = $2 AND market = $3 AND available >= $1",
+                    )
+                    .bind(line.qty)
+                    .bind(line.sku.as_str())
+                    .bind(line.market.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(StoreError::from_sqlx)?
+                    .rows_affected();
+                    if took == 0 {
+                        return Ok(Step::Undo(HoldOutcome::OutOfStock {
+                            sku: line.sku.clone(),
+                            market: line.market.clone(),
+                        }));
+                    }
+                }
+                Ok(Step::Keep(HoldOutcome::Held))
             }
         }
 
@@ -167,23 +227,27 @@ macro_rules! inventory_store {
                     if units <= 0 {
                         return Err(StoreError::Config(format!("restock of {units} units")));
                     }
-                    let row = sqlx::query(
-                        "INSERT INTO stock (sku, market, available, held, sold) VALUES ($1, $2, $3, 0, 0) \
-                         ON CONFLICT (sku, market) DO UPDATE SET available = stock.available + excluded.available \
-                         RETURNING available, held, sold",
-                    )
-                    .bind(sku)
-                    .bind(market)
-                    .bind(units)
-                    .fetch_one(&self.writer)
+                    let data = (sku.to_owned(), market.to_owned(), units);
+                    self.write_one(data, |(sku, market, units), conn| Box::pin(async move {
+                        let row = sqlx::query(
+                            "INSERT INTO stock (sku, market, available, held, sold) VALUES ($1, $2, $3, 0, 0) \
+                             ON CONFLICT (sku, market) DO UPDATE SET available = stock.available + excluded.available \
+                             RETURNING available, held, sold",
+                        )
+                        .bind(sku.as_str())
+                        .bind(market.as_str())
+                        .bind(*units)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                        let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                        Ok(StockLevel {
+                            available: row.try_get(0).map_err(get)?,
+                            held: row.try_get(1).map_err(get)?,
+                            sold: row.try_get(2).map_err(get)?,
+                        })
+                    }))
                     .await
-                    .map_err(StoreError::from_sqlx)?;
-                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
-                    Ok(StockLevel {
-                        available: row.try_get(0).map_err(get)?,
-                        held: row.try_get(1).map_err(get)?,
-                        sold: row.try_get(2).map_err(get)?,
-                    })
                 }
                 .await;
                 record($name, "restock", started, &r);
@@ -209,55 +273,11 @@ macro_rules! inventory_store {
                             l.sku, l.market
                         )));
                     }
-                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-                    for line in lines {
-                        let fresh = sqlx::query(
-                            "INSERT INTO holds (order_id, sku, market, qty, state, expires_at_ms, created_at_ms) \
-                             VALUES ($1, $2, $3, $4, 'held', $5, $6) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(order_id)
-                        .bind(line.sku.as_str())
-                        .bind(line.market.as_str())
-                        .bind(line.qty)
-                        .bind(expires_at_ms)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?
-                        .rows_affected();
-                        if fresh == 0 {
-                            // The same hold ran before: report what became of it.
-                            drop(tx);
-                            let state: Option<String> = sqlx::query_scalar(
-                                "SELECT state FROM holds WHERE order_id = $1 AND state = 'held' LIMIT 1",
-                            )
-                            .bind(order_id)
-                            .fetch_optional(&self.writer)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                            return Ok(if state.is_some() { HoldOutcome::Held } else { HoldOutcome::Settled });
-                        }
-                        let took = sqlx::query(
-                            "UPDATE stock SET available = available - $1, held = held + $1 \
-                             WHERE sku = $2 AND market = $3 AND available >= $1",
-                        )
-                        .bind(line.qty)
-                        .bind(line.sku.as_str())
-                        .bind(line.market.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?
-                        .rows_affected();
-                        if took == 0 {
-                            drop(tx);
-                            return Ok(HoldOutcome::OutOfStock {
-                                sku: line.sku.clone(),
-                                market: line.market.clone(),
-                            });
-                        }
-                    }
-                    tx.commit().await.map_err(StoreError::from_sqlx)?;
-                    Ok(HoldOutcome::Held)
+                    let data = (order_id.to_owned(), lines.to_vec(), expires_at_ms, at);
+                    self.write(data, |(order_id, lines, expires_at_ms, at), conn| {
+                        Box::pin(Self::hold_in(conn, order_id, lines, *expires_at_ms, *at))
+                    })
+                    .await
                 }
                 .await;
                 record($name, "hold", started, &r);

@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 mod error;
+pub mod group;
 mod identity;
 mod inventory;
 mod metrics;
@@ -34,7 +35,9 @@ pub use orders::{
     Advance, AuditEntry, CheckoutEvent, Created, KeyRecord, NewEvent, NewOrder, OrderRow,
     OrdersStore, SagaState, StepLog,
 };
-pub use payments::{PaymentOperation, PaymentRecord, PaymentState, PaymentsStore, Transition};
+pub use payments::{
+    PaymentOperation, PaymentRecord, PaymentState, PaymentUpdate, PaymentsStore, Transition,
+};
 pub use sql::{StoreOptions, open, open_identity, open_inventory, open_orders, open_payments};
 
 /// Result type of every store call.

@@ -5,6 +5,13 @@ pub const STORE_OPERATION_SECONDS: &str = "surge_store_operation_duration_second
 /// Counter: store operations that failed, labelled `op` and `backend`.
 pub const STORE_ERRORS_TOTAL: &str = "surge_store_errors_total";
 
+/// Histogram: writes committed together by one SQLite group commit, labelled `store`.
+pub const GROUP_COMMIT_WRITES: &str = "surge_store_group_commit_writes";
+
+/// Counter: SQLite group commits run again with savepoints because a write in them
+/// failed or undid its changes.
+pub const GROUP_COMMIT_REDONE_TOTAL: &str = "surge_store_group_commit_redone_total";
+
 /// Records the outcome of one operation.
 pub(crate) fn record<T, E>(
     backend: &'static str,

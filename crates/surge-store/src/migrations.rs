@@ -21,6 +21,19 @@ pub(crate) enum Component {
     Payments,
 }
 
+impl Component {
+    /// A short name for logs and metrics.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Component::Catalog => "catalog",
+            Component::Identity => "identity",
+            Component::Inventory => "inventory",
+            Component::Orders => "orders",
+            Component::Payments => "payments",
+        }
+    }
+}
+
 /// One schema change.
 pub(crate) struct Migration {
     pub version: i64,

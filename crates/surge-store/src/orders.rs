@@ -24,6 +24,7 @@
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
 
+use crate::group::Step;
 use crate::metrics::record;
 use crate::sql::{SqlStore, now_ms};
 use crate::{Result, StoreError};
@@ -328,6 +329,37 @@ pub trait OrdersStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// Most saga log lines one statement appends (5 parameters each).
+const LOG_LINES_PER_STATEMENT: usize = 100;
+
+/// An `INSERT` of `lines` saga log lines for order `$1`, numbered after its last line:
+/// line `k` (from 1) is bound as `($k, step, outcome, detail, at_ms)`. The same text for
+/// SQLite and PostgreSQL (both name the columns of a `VALUES` list `column1`…).
+fn saga_log_insert(lines: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO saga_log (order_id, seq, step, outcome, detail, at_ms) \
+         SELECT $1, b.base + v.column1, v.column2, v.column3, v.column4, v.column5 FROM (VALUES ",
+    );
+    for l in 0..lines {
+        let p = 2 + l * 5;
+        if l > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${})",
+            p,
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4
+        ));
+    }
+    sql.push_str(
+        ") AS v CROSS JOIN (SELECT COALESCE(MAX(seq), 0) AS base FROM saga_log WHERE order_id = $1) AS b",
+    );
+    sql
+}
+
 const ORDER_COLUMNS: &str = "id, user_id, market, currency, total_minor, document, status, reason, \
      saga_state, step, attempts, next_at_ms, step_deadline_ms, lease_owner, lease_until_ms, version, \
      created_at_ms, updated_at_ms";
@@ -362,41 +394,30 @@ macro_rules! orders_store {
             }
 
             async fn append(
-                tx: &mut sqlx::Transaction<'_, $db>,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 order_id: &str,
                 log: &[StepLog],
                 events: &[NewEvent],
                 at: i64,
             ) -> Result<()> {
-                if !log.is_empty() {
-                    let last: Option<i64> =
-                        sqlx::query_scalar("SELECT MAX(seq) FROM saga_log WHERE order_id = $1")
-                            .bind(order_id)
-                            .fetch_one(&mut **tx)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                    let mut seq = last.unwrap_or(0);
-                    for line in log {
-                        seq += 1;
-                        sqlx::query(
-                            "INSERT INTO saga_log (order_id, seq, step, outcome, detail, at_ms) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(order_id)
-                        .bind(seq)
-                        .bind(line.step.as_str())
-                        .bind(line.outcome.as_str())
-                        .bind(line.detail.as_str())
-                        .bind(if line.at_ms == 0 { at } else { line.at_ms })
-                        .execute(&mut **tx)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                // One statement per chunk of lines, numbering them after the order's last
+                // line (which the statement reads itself).
+                for chunk in log.chunks(LOG_LINES_PER_STATEMENT) {
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(saga_log_insert(chunk.len()))).bind(order_id);
+                    for (k, line) in chunk.iter().enumerate() {
+                        q = q
+                            .bind(i64::try_from(k).unwrap_or(i64::MAX).saturating_add(1))
+                            .bind(line.step.as_str())
+                            .bind(line.outcome.as_str())
+                            .bind(line.detail.as_str())
+                            .bind(if line.at_ms == 0 { at } else { line.at_ms });
                     }
+                    q.execute(&mut *conn).await.map_err(StoreError::from_sqlx)?;
                 }
                 if !events.is_empty() {
                     if !$lock.is_empty() {
                         sqlx::query($lock)
-                            .execute(&mut **tx)
+                            .execute(&mut *conn)
                             .await
                             .map_err(StoreError::from_sqlx)?;
                     }
@@ -410,12 +431,151 @@ macro_rules! orders_store {
                         .bind(e.order_id.as_str())
                         .bind(e.payload.as_str())
                         .bind(at)
-                        .execute(&mut **tx)
+                        .execute(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
                     }
                 }
                 Ok(())
+            }
+
+            /// Reads an idempotency key through `e`.
+            async fn key_in<'e, E>(e: E, user_id: &str, key: &str) -> Result<Option<KeyRecord>>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let row = sqlx::query(
+                    "SELECT request_hash, order_id, status, content_type, body, locked_until_ms, \
+                     expires_at_ms FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                )
+                .bind(user_id)
+                .bind(key)
+                .fetch_optional(e)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                row.map(|row| {
+                    let status: Option<i64> = row.try_get(2).map_err(get)?;
+                    let content_type: Option<String> = row.try_get(3).map_err(get)?;
+                    let body: Option<Vec<u8>> = row.try_get(4).map_err(get)?;
+                    let response = match (status, content_type, body) {
+                        (Some(s), Some(c), Some(b)) => Some((
+                            u16::try_from(s).map_err(|_| StoreError::Corrupt(format!("status {s}")))?,
+                            c,
+                            b,
+                        )),
+                        _ => None,
+                    };
+                    Ok(KeyRecord {
+                        request_hash: row.try_get(0).map_err(get)?,
+                        order_id: row.try_get(1).map_err(get)?,
+                        response,
+                        locked_until_ms: row.try_get(5).map_err(get)?,
+                        expires_at_ms: row.try_get(6).map_err(get)?,
+                    })
+                })
+                .transpose()
+            }
+
+            /// The statements of [`OrdersStore::create`].
+            async fn create_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                new: &NewOrder,
+                at: i64,
+            ) -> Result<Step<Created>> {
+                let o = &new.order;
+                // Takes the key when it is free or has expired.
+                let claimed = sqlx::query(
+                    "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, status, content_type, \
+                     body, locked_until_ms, expires_at_ms) VALUES ($1, $2, $3, $4, NULL, NULL, NULL, $5, $6) \
+                     ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+                     order_id = excluded.order_id, status = NULL, content_type = NULL, body = NULL, \
+                     locked_until_ms = excluded.locked_until_ms, expires_at_ms = excluded.expires_at_ms \
+                     WHERE idempotency_keys.expires_at_ms <= $7",
+                )
+                .bind(o.user_id.as_str())
+                .bind(new.idempotency_key.as_str())
+                .bind(new.request_hash.as_str())
+                .bind(o.id.as_str())
+                .bind(new.locked_until_ms)
+                .bind(new.key_expires_at_ms)
+                .bind(at)
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::from_sqlx)?
+                .rows_affected();
+                if claimed == 0 {
+                    // Nothing was written: report the key that is there.
+                    return match Self::key_in(&mut *conn, &o.user_id, &new.idempotency_key).await? {
+                        Some(k) => Ok(Step::Undo(Created::Existing(k))),
+                        // Purged between the two statements: the caller retries.
+                        None => Err(StoreError::Duplicate),
+                    };
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                     $11, $12, $13, $14, $15, 1, $16, $16)"
+                )))
+                .bind(o.id.as_str())
+                .bind(o.user_id.as_str())
+                .bind(o.market.as_str())
+                .bind(o.currency.as_str())
+                .bind(o.total_minor)
+                .bind(o.document.as_str())
+                .bind(o.status.as_str())
+                .bind(o.reason.as_deref())
+                .bind(o.saga_state.as_str())
+                .bind(o.step.as_str())
+                .bind(o.attempts)
+                .bind(o.next_at_ms)
+                .bind(o.step_deadline_ms)
+                .bind(o.lease_owner.as_str())
+                .bind(o.lease_until_ms)
+                .bind(if o.created_at_ms == 0 { at } else { o.created_at_ms })
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate,
+                    other => StoreError::from_sqlx(other),
+                })?;
+                Self::append(conn, &o.id, &new.log, &new.events, at).await?;
+                Ok(Step::Keep(Created::New))
+            }
+
+            /// The statements of [`OrdersStore::advance`].
+            async fn advance_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                a: &Advance,
+                at: i64,
+            ) -> Result<Step<Option<OrderRow>>> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE orders SET saga_state = COALESCE($1, saga_state), step = COALESCE($2, step), \
+                     status = COALESCE($3, status), reason = COALESCE($4, reason), attempts = $5, \
+                     next_at_ms = $6, step_deadline_ms = $7, lease_owner = COALESCE($8, lease_owner), \
+                     lease_until_ms = COALESCE($9, lease_until_ms), version = version + 1, updated_at_ms = $10 \
+                     WHERE id = $11 AND version = $12 RETURNING {ORDER_COLUMNS}"
+                )))
+                .bind(a.saga_state.map(SagaState::as_str))
+                .bind(a.step.as_deref())
+                .bind(a.status.as_deref())
+                .bind(a.reason.as_deref())
+                .bind(a.attempts)
+                .bind(a.next_at_ms)
+                .bind(a.step_deadline_ms)
+                .bind(a.lease.as_ref().map(|l| l.0.as_str()))
+                .bind(a.lease.as_ref().map(|l| l.1))
+                .bind(at)
+                .bind(a.order_id.as_str())
+                .bind(a.expected_version)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(StoreError::from_sqlx)?;
+                let Some(row) = row else {
+                    return Ok(Step::Keep(None));
+                };
+                let order = Self::order_row(&row)?;
+                Self::append(conn, &a.order_id, &a.log, &a.events, at).await?;
+                Ok(Step::Keep(Some(order)))
             }
         }
 
@@ -428,108 +588,17 @@ macro_rules! orders_store {
             async fn create(&self, new: &NewOrder) -> Result<Created> {
                 let started = std::time::Instant::now();
                 let at = now_ms();
-                let r = async {
-                    let o = &new.order;
-                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-                    // Takes the key when it is free or has expired.
-                    let claimed = sqlx::query(
-                        "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, status, content_type, \
-                         body, locked_until_ms, expires_at_ms) VALUES ($1, $2, $3, $4, NULL, NULL, NULL, $5, $6) \
-                         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
-                         order_id = excluded.order_id, status = NULL, content_type = NULL, body = NULL, \
-                         locked_until_ms = excluded.locked_until_ms, expires_at_ms = excluded.expires_at_ms \
-                         WHERE idempotency_keys.expires_at_ms <= $7",
-                    )
-                    .bind(o.user_id.as_str())
-                    .bind(new.idempotency_key.as_str())
-                    .bind(new.request_hash.as_str())
-                    .bind(o.id.as_str())
-                    .bind(new.locked_until_ms)
-                    .bind(new.key_expires_at_ms)
-                    .bind(at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?
-                    .rows_affected();
-                    if claimed == 0 {
-                        drop(tx);
-                        return match self.key(&o.user_id, &new.idempotency_key).await? {
-                            Some(k) => Ok(Created::Existing(k)),
-                            // Purged between the two statements: the caller retries.
-                            None => Err(StoreError::Duplicate),
-                        };
-                    }
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                         $11, $12, $13, $14, $15, 1, $16, $16)"
-                    )))
-                    .bind(o.id.as_str())
-                    .bind(o.user_id.as_str())
-                    .bind(o.market.as_str())
-                    .bind(o.currency.as_str())
-                    .bind(o.total_minor)
-                    .bind(o.document.as_str())
-                    .bind(o.status.as_str())
-                    .bind(o.reason.as_deref())
-                    .bind(o.saga_state.as_str())
-                    .bind(o.step.as_str())
-                    .bind(o.attempts)
-                    .bind(o.next_at_ms)
-                    .bind(o.step_deadline_ms)
-                    .bind(o.lease_owner.as_str())
-                    .bind(o.lease_until_ms)
-                    .bind(if o.created_at_ms == 0 { at } else { o.created_at_ms })
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| match e {
-                        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate,
-                        other => StoreError::from_sqlx(other),
-                    })?;
-                    Self::append(&mut tx, &o.id, &new.log, &new.events, at).await?;
-                    tx.commit().await.map_err(StoreError::from_sqlx)?;
-                    Ok(Created::New)
-                }
-                .await;
+                let r = self
+                    .write(new.clone(), move |new, conn| Box::pin(Self::create_in(conn, new, at)))
+                    .await;
                 record($name, "create_order", started, &r);
                 r
             }
 
             async fn key(&self, user_id: &str, key: &str) -> Result<Option<KeyRecord>> {
                 let started = std::time::Instant::now();
-                let r = async {
-                    let row = sqlx::query(
-                        "SELECT request_hash, order_id, status, content_type, body, locked_until_ms, \
-                         expires_at_ms FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-                    )
-                    .bind(user_id)
-                    .bind(key)
-                    .fetch_optional(&self.writer)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
-                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
-                    row.map(|row| {
-                        let status: Option<i64> = row.try_get(2).map_err(get)?;
-                        let content_type: Option<String> = row.try_get(3).map_err(get)?;
-                        let body: Option<Vec<u8>> = row.try_get(4).map_err(get)?;
-                        let response = match (status, content_type, body) {
-                            (Some(s), Some(c), Some(b)) => Some((
-                                u16::try_from(s).map_err(|_| StoreError::Corrupt(format!("status {s}")))?,
-                                c,
-                                b,
-                            )),
-                            _ => None,
-                        };
-                        Ok(KeyRecord {
-                            request_hash: row.try_get(0).map_err(get)?,
-                            order_id: row.try_get(1).map_err(get)?,
-                            response,
-                            locked_until_ms: row.try_get(5).map_err(get)?,
-                            expires_at_ms: row.try_get(6).map_err(get)?,
-                        })
-                    })
-                    .transpose()
-                }
-                .await;
+                // Every write is acknowledged after its commit, so a reader sees it.
+                let r = Self::key_in(&self.reader, user_id, key).await;
                 record($name, "idempotency_key", started, &r);
                 r
             }
@@ -543,19 +612,24 @@ macro_rules! orders_store {
                 body: &[u8],
             ) -> Result<bool> {
                 let started = std::time::Instant::now();
-                let r = sqlx::query(
-                    "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3 \
-                     WHERE user_id = $4 AND key = $5 AND status IS NULL",
-                )
-                .bind(i64::from(status))
-                .bind(content_type)
-                .bind(body)
-                .bind(user_id)
-                .bind(key)
-                .execute(&self.writer)
-                .await
-                .map(|r| r.rows_affected() == 1)
-                .map_err(StoreError::from_sqlx);
+                let data = (user_id.to_owned(), key.to_owned(), content_type.to_owned(), body.to_vec());
+                let r = self
+                    .write_one(data, move |(user_id, key, content_type, body), conn| Box::pin(async move {
+                        sqlx::query(
+                            "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3 \
+                             WHERE user_id = $4 AND key = $5 AND status IS NULL",
+                        )
+                        .bind(i64::from(status))
+                        .bind(content_type.as_str())
+                        .bind(body.as_slice())
+                        .bind(user_id.as_str())
+                        .bind(key.as_str())
+                        .execute(&mut *conn)
+                        .await
+                        .map(|r| r.rows_affected() == 1)
+                        .map_err(StoreError::from_sqlx)
+                    }))
+                    .await;
                 record($name, "store_response", started, &r);
                 r
             }
@@ -568,34 +642,42 @@ macro_rules! orders_store {
                 until_ms: i64,
             ) -> Result<bool> {
                 let started = std::time::Instant::now();
-                let r = sqlx::query(
-                    "UPDATE idempotency_keys SET locked_until_ms = $1 \
-                     WHERE user_id = $2 AND key = $3 AND status IS NULL AND locked_until_ms <= $4",
-                )
-                .bind(until_ms)
-                .bind(user_id)
-                .bind(key)
-                .bind(now_ms)
-                .execute(&self.writer)
-                .await
-                .map(|r| r.rows_affected() == 1)
-                .map_err(StoreError::from_sqlx);
+                let r = self
+                    .write_one((user_id.to_owned(), key.to_owned()), move |(user_id, key), conn| Box::pin(async move {
+                        sqlx::query(
+                            "UPDATE idempotency_keys SET locked_until_ms = $1 \
+                             WHERE user_id = $2 AND key = $3 AND status IS NULL AND locked_until_ms <= $4",
+                        )
+                        .bind(until_ms)
+                        .bind(user_id.as_str())
+                        .bind(key.as_str())
+                        .bind(now_ms)
+                        .execute(&mut *conn)
+                        .await
+                        .map(|r| r.rows_affected() == 1)
+                        .map_err(StoreError::from_sqlx)
+                    }))
+                    .await;
                 record($name, "relock_key", started, &r);
                 r
             }
 
             async fn purge_keys(&self, now_ms: i64, limit: u32) -> Result<u64> {
                 let started = std::time::Instant::now();
-                let r = sqlx::query(
-                    "DELETE FROM idempotency_keys WHERE (user_id, key) IN (SELECT user_id, key \
-                     FROM idempotency_keys WHERE expires_at_ms <= $1 LIMIT $2)",
-                )
-                .bind(now_ms)
-                .bind(i64::from(limit))
-                .execute(&self.writer)
-                .await
-                .map(|r| r.rows_affected())
-                .map_err(StoreError::from_sqlx);
+                let r = self
+                    .write_one((), move |(), conn| Box::pin(async move {
+                        sqlx::query(
+                            "DELETE FROM idempotency_keys WHERE (user_id, key) IN (SELECT user_id, key \
+                             FROM idempotency_keys WHERE expires_at_ms <= $1 LIMIT $2)",
+                        )
+                        .bind(now_ms)
+                        .bind(i64::from(limit))
+                        .execute(&mut *conn)
+                        .await
+                        .map(|r| r.rows_affected())
+                        .map_err(StoreError::from_sqlx)
+                    }))
+                    .await;
                 record($name, "purge_keys", started, &r);
                 r
             }
@@ -603,39 +685,9 @@ macro_rules! orders_store {
             async fn advance(&self, a: &Advance) -> Result<Option<OrderRow>> {
                 let started = std::time::Instant::now();
                 let at = now_ms();
-                let r = async {
-                    let mut tx = self.writer.begin().await.map_err(StoreError::from_sqlx)?;
-                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "UPDATE orders SET saga_state = COALESCE($1, saga_state), step = COALESCE($2, step), \
-                         status = COALESCE($3, status), reason = COALESCE($4, reason), attempts = $5, \
-                         next_at_ms = $6, step_deadline_ms = $7, lease_owner = COALESCE($8, lease_owner), \
-                         lease_until_ms = COALESCE($9, lease_until_ms), version = version + 1, updated_at_ms = $10 \
-                         WHERE id = $11 AND version = $12 RETURNING {ORDER_COLUMNS}"
-                    )))
-                    .bind(a.saga_state.map(SagaState::as_str))
-                    .bind(a.step.as_deref())
-                    .bind(a.status.as_deref())
-                    .bind(a.reason.as_deref())
-                    .bind(a.attempts)
-                    .bind(a.next_at_ms)
-                    .bind(a.step_deadline_ms)
-                    .bind(a.lease.as_ref().map(|l| l.0.as_str()))
-                    .bind(a.lease.as_ref().map(|l| l.1))
-                    .bind(at)
-                    .bind(a.order_id.as_str())
-                    .bind(a.expected_version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_sqlx)?;
-                    let Some(row) = row else {
-                        return Ok(None);
-                    };
-                    let order = Self::order_row(&row)?;
-                    Self::append(&mut tx, &a.order_id, &a.log, &a.events, at).await?;
-                    tx.commit().await.map_err(StoreError::from_sqlx)?;
-                    Ok(Some(order))
-                }
-                .await;
+                let r = self
+                    .write(a.clone(), move |a, conn| Box::pin(Self::advance_in(conn, a, at)))
+                    .await;
                 record($name, "advance_saga", started, &r);
                 r
             }
@@ -754,7 +806,7 @@ macro_rules! orders_store {
                 limit: u32,
             ) -> Result<Vec<OrderRow>> {
                 let started = std::time::Instant::now();
-                let r = async {
+                let r = self.write_one(owner.to_owned(), move |owner, conn| Box::pin(async move {
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE orders SET lease_owner = $1, lease_until_ms = $2 WHERE id IN ( \
                          SELECT id FROM orders WHERE saga_state IN ('running', 'compensating') \
@@ -764,16 +816,16 @@ macro_rules! orders_store {
                          AND ((next_at_ms <= $3 AND lease_until_ms <= $3) OR (lease_owner = $1 AND $5)) \
                          RETURNING {ORDER_COLUMNS}"
                     )))
-                    .bind(owner)
+                    .bind(owner.as_str())
                     .bind(lease_until_ms)
                     .bind(now_ms)
                     .bind(i64::from(limit))
                     .bind(reclaim_own)
-                    .fetch_all(&self.writer)
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(StoreError::from_sqlx)?;
                     rows.iter().map(Self::order_row).collect()
-                }
+                }))
                 .await;
                 record($name, "claim_due", started, &r);
                 r
@@ -814,18 +866,23 @@ macro_rules! orders_store {
 
             async fn audit(&self, e: &AuditEntry) -> Result<()> {
                 let started = std::time::Instant::now();
-                let r = sqlx::query(
-                    "INSERT INTO saga_audit (order_id, actor, action, note, at_ms) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(e.order_id.as_str())
-                .bind(e.actor.as_str())
-                .bind(e.action.as_str())
-                .bind(e.note.as_str())
-                .bind(if e.at_ms == 0 { now_ms() } else { e.at_ms })
-                .execute(&self.writer)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from_sqlx);
+                let at = if e.at_ms == 0 { now_ms() } else { e.at_ms };
+                let r = self
+                    .write_one(e.clone(), move |e, conn| Box::pin(async move {
+                        sqlx::query(
+                            "INSERT INTO saga_audit (order_id, actor, action, note, at_ms) VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(e.order_id.as_str())
+                        .bind(e.actor.as_str())
+                        .bind(e.action.as_str())
+                        .bind(e.note.as_str())
+                        .bind(at)
+                        .execute(&mut *conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(StoreError::from_sqlx)
+                    }))
+                    .await;
                 record($name, "audit", started, &r);
                 r
             }

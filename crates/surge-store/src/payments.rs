@@ -159,6 +159,39 @@ pub struct PaymentOperation {
     pub at_ms: i64,
 }
 
+/// A transition of a payment, as [`PaymentsStore::log_and_update`] takes it: each variant
+/// is the transition of the `record_*` method of the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentUpdate {
+    /// [`PaymentsStore::record_authorized`].
+    Authorized {
+        /// The provider's authorization id.
+        provider_ref: String,
+    },
+    /// [`PaymentsStore::record_declined`].
+    Declined {
+        /// The provider's reason.
+        reason: String,
+    },
+    /// [`PaymentsStore::record_voided`].
+    Voided {
+        /// The voided authorization, if there was one.
+        provider_ref: Option<String>,
+    },
+    /// [`PaymentsStore::record_captured`].
+    Captured {
+        /// Captured, in minor units (> 0).
+        amount_minor: i64,
+    },
+    /// [`PaymentsStore::record_refund`].
+    Refund {
+        /// The refund's number.
+        seq: i64,
+        /// Refunded, in minor units (> 0).
+        amount_minor: i64,
+    },
+}
+
 /// The payments store.
 #[async_trait]
 pub trait PaymentsStore: Send + Sync + 'static {
@@ -205,6 +238,18 @@ pub trait PaymentsStore: Send + Sync + 'static {
         order_id: &str,
         seq: i64,
         amount_minor: i64,
+    ) -> Result<Transition>;
+
+    /// Appends `call` (its `at_ms` may be 0: now) to the operations log, then applies
+    /// `update` to the payment of `call.order_id`: the same as
+    /// [`log_operation`](Self::log_operation) followed by the `record_*` method, in one
+    /// write (one commit instead of two, each statement still standing alone as before:
+    /// when the transition fails, the logged call stays). An invalid `update` (an amount
+    /// that is not positive) is refused before anything is written.
+    async fn log_and_update(
+        &self,
+        call: &PaymentOperation,
+        update: PaymentUpdate,
     ) -> Result<Transition>;
 
     /// Appends one provider call and its outcome to the operations log.
@@ -272,16 +317,16 @@ macro_rules! payments_store {
                 })
             }
 
-            async fn load_payment(
-                pool: &sqlx::Pool<$db>,
-                order_id: &str,
-            ) -> Result<Option<PaymentRecord>> {
+            async fn load_payment<'e, E>(e: E, order_id: &str) -> Result<Option<PaymentRecord>>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
                 let sql = concat!(
                     "SELECT ", columns!(), " FROM payments WHERE order_id = $1"
                 );
                 sqlx::query(sql)
                     .bind(order_id)
-                    .fetch_optional(pool)
+                    .fetch_optional(e)
                     .await
                     .map_err(StoreError::from_sqlx)?
                     .map(|row| Self::decode_payment(&row))
@@ -291,18 +336,169 @@ macro_rules! payments_store {
             /// What a conditional statement's `RETURNING` row means: applied when it
             /// returned the row, otherwise whatever is stored now.
             async fn transition(
-                &self,
+                conn: &mut <$db as sqlx::Database>::Connection,
                 order_id: &str,
                 returned: Option<<$db as sqlx::Database>::Row>,
             ) -> Result<Transition> {
                 if let Some(row) = returned {
                     return Ok(Transition::Applied(Self::decode_payment(&row)?));
                 }
-                // Read through the writer: the reader may not see the latest commit yet.
-                Ok(match Self::load_payment(&self.writer, order_id).await? {
+                // Read on the writer's connection: it sees what the write saw.
+                Ok(match Self::load_payment(&mut *conn, order_id).await? {
                     Some(r) => Transition::Unchanged(r),
                     None => Transition::Missing,
                 })
+            }
+            /// The statement of `update` on the order's payment, and what it did.
+            async fn apply_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                order_id: &str,
+                update: &PaymentUpdate,
+                at: i64,
+            ) -> Result<Transition> {
+                let row = match update {
+                    PaymentUpdate::Authorized { provider_ref } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'authorized', provider_ref = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(provider_ref.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Declined { reason } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'declined', decline_reason = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(reason.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Voided { provider_ref: None } => {
+                        // Two statements, each of which would stand alone.
+                        let sql = concat!(
+                            "INSERT INTO payments (", columns!(), ") \
+                             VALUES ($1, 0, '', 'voided', NULL, 0, 0, 0, NULL, $2, $2) \
+                             ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
+                        );
+                        let tombstone = sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        match tombstone {
+                            Some(row) => Ok(Some(row)),
+                            None => {
+                                let sql = concat!(
+                                    "UPDATE payments SET state = 'voided', updated_at_ms = $2 \
+                                     WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
+                                );
+                                sqlx::query(sql)
+                                    .bind(order_id)
+                                    .bind(at)
+                                    .fetch_optional(&mut *conn)
+                                    .await
+                            }
+                        }
+                    }
+                    PaymentUpdate::Voided { provider_ref: Some(provider_ref) } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'voided', provider_ref = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND (state IN ('authorizing', 'authorized') \
+                             OR (state = 'voided' AND provider_ref IS NULL)) RETURNING ", columns!()
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(provider_ref.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Captured { amount_minor } => {
+                        let sql = concat!(
+                            "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
+                             WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 \
+                             RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(*amount_minor)
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                    PaymentUpdate::Refund { seq, amount_minor } => {
+                        let sql = concat!(
+                            "UPDATE payments SET refunded_minor = refunded_minor + $3, refunds = refunds + 1, \
+                             state = CASE WHEN refunded_minor + $3 = captured_minor THEN 'refunded' ELSE 'captured' END, \
+                             updated_at_ms = $4 \
+                             WHERE order_id = $1 AND state = 'captured' AND refunds = $2 \
+                             AND refunded_minor + $3 <= captured_minor RETURNING ", columns!(), ""
+                        );
+                        sqlx::query(sql)
+                            .bind(order_id)
+                            .bind(*seq)
+                            .bind(*amount_minor)
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                    }
+                }
+                .map_err(StoreError::from_sqlx)?;
+                Self::transition(conn, order_id, row).await
+            }
+
+            /// Appends `call` to the operations log.
+            async fn log_in(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                call: &PaymentOperation,
+                at: i64,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(call.order_id.as_str())
+                .bind(call.op.as_str())
+                .bind(call.idempotency_key.as_str())
+                .bind(call.outcome.as_str())
+                .bind(if call.at_ms == 0 { at } else { call.at_ms })
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from_sqlx)
+            }
+
+            /// Validates `update`, then runs it (after logging `call`, if any) as one write.
+            /// Every statement would stand alone, so the write needs no savepoint.
+            async fn update(
+                &self,
+                order_id: &str,
+                call: Option<&PaymentOperation>,
+                update: PaymentUpdate,
+            ) -> Result<Transition> {
+                match &update {
+                    PaymentUpdate::Captured { amount_minor } => positive("a capture", *amount_minor)?,
+                    PaymentUpdate::Refund { amount_minor, .. } => positive("a refund", *amount_minor)?,
+                    _ => {}
+                }
+                let at = now_ms();
+                let data = (order_id.to_owned(), call.cloned(), update);
+                self.write_one(data, move |(order_id, call, update), conn| Box::pin(async move {
+                    if let Some(call) = call {
+                        Self::log_in(conn, call, at).await?;
+                    }
+                    Self::apply_in(conn, order_id, update, at).await
+                }))
+                .await
             }
         }
 
@@ -324,20 +520,25 @@ macro_rules! payments_store {
                     if currency.is_empty() {
                         return Err(StoreError::Config("an authorization without a currency".into()));
                     }
-                    let sql = concat!(
-                        "INSERT INTO payments (", columns!(), ") \
-                         VALUES ($1, $2, $3, 'authorizing', NULL, 0, 0, 0, NULL, $4, $4) \
-                         ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(amount_minor)
-                        .bind(currency)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
+                    let at = now_ms();
+                    let data = (order_id.to_owned(), currency.to_owned());
+                    self.write_one(data, move |(order_id, currency), conn| Box::pin(async move {
+                        let sql = concat!(
+                            "INSERT INTO payments (", columns!(), ") \
+                             VALUES ($1, $2, $3, 'authorizing', NULL, 0, 0, 0, NULL, $4, $4) \
+                             ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
+                        );
+                        let row = sqlx::query(sql)
+                            .bind(order_id.as_str())
+                            .bind(amount_minor)
+                            .bind(currency.as_str())
+                            .bind(at)
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        Self::transition(conn, &order_id, row).await
+                    }))
+                    .await
                 }
                 .await;
                 record($name, "payment_begin_authorize", started, &r);
@@ -346,42 +547,16 @@ macro_rules! payments_store {
 
             async fn record_authorized(&self, order_id: &str, provider_ref: &str) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
-                    let sql = concat!(
-                        "UPDATE payments SET state = 'authorized', provider_ref = $2, updated_at_ms = $3 \
-                         WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(provider_ref)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
-                }
-                .await;
+                let update = PaymentUpdate::Authorized { provider_ref: provider_ref.to_owned() };
+                let r = self.update(order_id, None, update).await;
                 record($name, "payment_record_authorized", started, &r);
                 r
             }
 
             async fn record_declined(&self, order_id: &str, reason: &str) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
-                    let sql = concat!(
-                        "UPDATE payments SET state = 'declined', decline_reason = $2, updated_at_ms = $3 \
-                         WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(reason)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
-                }
-                .await;
+                let update = PaymentUpdate::Declined { reason: reason.to_owned() };
+                let r = self.update(order_id, None, update).await;
                 record($name, "payment_record_declined", started, &r);
                 r
             }
@@ -392,78 +567,15 @@ macro_rules! payments_store {
                 provider_ref: Option<&str>,
             ) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let at = now_ms();
-                let r = async {
-                    let row = match provider_ref {
-                        None => {
-                            let sql = concat!(
-                                "INSERT INTO payments (", columns!(), ") \
-                                 VALUES ($1, 0, '', 'voided', NULL, 0, 0, 0, NULL, $2, $2) \
-                                 ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
-                            );
-                            let tombstone = sqlx::query(sql)
-                                .bind(order_id)
-                                .bind(at)
-                                .fetch_optional(&self.writer)
-                                .await
-                                .map_err(StoreError::from_sqlx)?;
-                            match tombstone {
-                                Some(row) => Some(row),
-                                None => {
-                                    let sql = concat!(
-                                        "UPDATE payments SET state = 'voided', updated_at_ms = $2 \
-                                         WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                                    );
-                                    sqlx::query(sql)
-                                        .bind(order_id)
-                                        .bind(at)
-                                        .fetch_optional(&self.writer)
-                                        .await
-                                        .map_err(StoreError::from_sqlx)?
-                                }
-                            }
-                        }
-                        Some(provider_ref) => {
-                            let sql = concat!(
-                                "UPDATE payments SET state = 'voided', provider_ref = $2, updated_at_ms = $3 \
-                                 WHERE order_id = $1 AND (state IN ('authorizing', 'authorized') \
-                                 OR (state = 'voided' AND provider_ref IS NULL)) RETURNING ", columns!()
-                            );
-                            sqlx::query(sql)
-                                .bind(order_id)
-                                .bind(provider_ref)
-                                .bind(at)
-                                .fetch_optional(&self.writer)
-                                .await
-                                .map_err(StoreError::from_sqlx)?
-                        }
-                    };
-                    self.transition(order_id, row).await
-                }
-                .await;
+                let update = PaymentUpdate::Voided { provider_ref: provider_ref.map(str::to_owned) };
+                let r = self.update(order_id, None, update).await;
                 record($name, "payment_record_voided", started, &r);
                 r
             }
 
             async fn record_captured(&self, order_id: &str, amount_minor: i64) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
-                    positive("a capture", amount_minor)?;
-                    let sql = concat!(
-                        "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
-                         WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 \
-                         RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(amount_minor)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
-                }
-                .await;
+                let r = self.update(order_id, None, PaymentUpdate::Captured { amount_minor }).await;
                 record($name, "payment_record_captured", started, &r);
                 r
             }
@@ -475,27 +587,19 @@ macro_rules! payments_store {
                 amount_minor: i64,
             ) -> Result<Transition> {
                 let started = std::time::Instant::now();
-                let r = async {
-                    positive("a refund", amount_minor)?;
-                    let sql = concat!(
-                        "UPDATE payments SET refunded_minor = refunded_minor + $3, refunds = refunds + 1, \
-                         state = CASE WHEN refunded_minor + $3 = captured_minor THEN 'refunded' ELSE 'captured' END, \
-                         updated_at_ms = $4 \
-                         WHERE order_id = $1 AND state = 'captured' AND refunds = $2 \
-                         AND refunded_minor + $3 <= captured_minor RETURNING ", columns!(), ""
-                    );
-                    let row = sqlx::query(sql)
-                        .bind(order_id)
-                        .bind(seq)
-                        .bind(amount_minor)
-                        .bind(now_ms())
-                        .fetch_optional(&self.writer)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
-                    self.transition(order_id, row).await
-                }
-                .await;
+                let r = self.update(order_id, None, PaymentUpdate::Refund { seq, amount_minor }).await;
                 record($name, "payment_record_refund", started, &r);
+                r
+            }
+
+            async fn log_and_update(
+                &self,
+                call: &PaymentOperation,
+                update: PaymentUpdate,
+            ) -> Result<Transition> {
+                let started = std::time::Instant::now();
+                let r = self.update(&call.order_id, Some(call), update).await;
+                record($name, "payment_log_and_update", started, &r);
                 r
             }
 
@@ -507,19 +611,16 @@ macro_rules! payments_store {
                 outcome: &str,
             ) -> Result<()> {
                 let started = std::time::Instant::now();
-                let r = sqlx::query(
-                    "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(order_id)
-                .bind(op)
-                .bind(idempotency_key)
-                .bind(outcome)
-                .bind(now_ms())
-                .execute(&self.writer)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from_sqlx);
+                let call = PaymentOperation {
+                    order_id: order_id.to_owned(),
+                    op: op.to_owned(),
+                    idempotency_key: idempotency_key.to_owned(),
+                    outcome: outcome.to_owned(),
+                    at_ms: 0,
+                };
+                let r = self
+                    .write_one(call, |call, conn| Box::pin(Self::log_in(conn, call, now_ms())))
+                    .await;
                 record($name, "payment_log_operation", started, &r);
                 r
             }

@@ -18,6 +18,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -29,6 +30,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Database, Pool, Row, Sqlite};
 
 use crate::checkpoint::Checkpointer;
+use crate::group::GroupWriter;
 use crate::metrics::record;
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, Component, MIGRATIONS};
 use crate::{
@@ -75,6 +77,8 @@ pub struct SqlStore<DB: Database> {
     pub(crate) reader: Pool<DB>,
     /// SQLite only: the thread that checkpoints the WAL off the writer's path.
     checkpointer: Option<Checkpointer>,
+    /// SQLite only: the task that batches this store's writes into group commits.
+    pub(crate) group: Option<GroupWriter>,
     /// The schema components this store holds (and migrates).
     components: &'static [Component],
 }
@@ -224,8 +228,11 @@ fn check_url(url: &str) -> Result<()> {
 }
 
 impl<DB: Database> SqlStore<DB> {
-    /// Stops the checkpointer and closes both pools.
+    /// Stops the group writer and the checkpointer, and closes both pools.
     pub(crate) async fn shut(&self) {
+        if let Some(g) = &self.group {
+            g.stop().await;
+        }
         if let Some(c) = &self.checkpointer {
             c.stop().await;
         }
@@ -235,7 +242,7 @@ impl<DB: Database> SqlStore<DB> {
 }
 
 impl SqlStore<Sqlite> {
-    async fn open_sqlite(
+    pub(crate) async fn open_sqlite(
         url: &str,
         options: &StoreOptions,
         components: &'static [Component],
@@ -265,6 +272,9 @@ impl SqlStore<Sqlite> {
             "-{}",
             u64::from(options.sqlite_writer_cache_mb.max(1)) * 1024
         );
+        // Set when SQLite rolls back a whole transaction of the writer (see `group`).
+        let rolled_back = Arc::new(AtomicBool::new(false));
+        let hook = rolled_back.clone();
         // No idle reaping: an embedded file has nothing to reconnect to.
         let writer = PoolOptions::<Sqlite>::new()
             .idle_timeout(None)
@@ -272,6 +282,15 @@ impl SqlStore<Sqlite> {
             .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(timeout)
+            .after_connect(move |conn, _| {
+                let hook = hook.clone();
+                Box::pin(async move {
+                    conn.lock_handle()
+                        .await?
+                        .set_rollback_hook(move || hook.store(true, Ordering::Release));
+                    Ok(())
+                })
+            })
             // Checkpoints run on their own thread (see `checkpoint`), not in commits.
             .connect_with(
                 connect
@@ -286,6 +305,7 @@ impl SqlStore<Sqlite> {
             writer: writer.clone(),
             reader: writer.clone(),
             checkpointer: None,
+            group: None,
             components,
         }
         .migrate()
@@ -307,7 +327,18 @@ impl SqlStore<Sqlite> {
             .map_err(StoreError::from_sqlx)?;
         let checkpointer = Checkpointer::start(connect)
             .map_err(|e| StoreError::Config(format!("cannot start the WAL checkpointer: {e}")))?;
+        // Checkout's stores write through a group writer; the catalog and identity
+        // stores keep a transaction per call.
+        let group = match components {
+            [c @ (Component::Orders | Component::Inventory | Component::Payments)] => Some(
+                GroupWriter::start(c.name(), writer.clone(), rolled_back).map_err(|e| {
+                    StoreError::Config(format!("cannot start the group commit writer: {e}"))
+                })?,
+            ),
+            _ => None,
+        };
         Ok(SqlStore {
+            group,
             writer,
             reader,
             checkpointer: Some(checkpointer),
@@ -355,6 +386,7 @@ impl SqlStore<Postgres> {
             writer: pool.clone(),
             reader: pool,
             checkpointer: None,
+            group: None,
             components,
         };
         store.migrate().await?;

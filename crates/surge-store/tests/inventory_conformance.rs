@@ -191,6 +191,44 @@ async fn concurrent_holds_never_oversell(s: Arc<dyn InventoryStore>) {
     assert_eq!(s.stock("HOT", "DE").await.unwrap(), level(25, 0, 25));
 }
 
+/// Many multi-line holds at once (on SQLite they share group commits): those whose
+/// second line does not fit undo their first line while the others are kept, and each
+/// caller gets its own outcome.
+async fn concurrent_holds_undo_alone(s: Arc<dyn InventoryStore>) {
+    s.restock("PLENTY", "DE", 1_000).await.unwrap();
+    s.restock("SCARCE", "DE", 40).await.unwrap();
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let order = format!("o{i}");
+                let lines = [line("PLENTY", 2), line("SCARCE", 1)];
+                let out = s.hold(&order, &lines, LATER).await.unwrap();
+                (order, out)
+            })
+        })
+        .collect();
+    let mut held = Vec::new();
+    for t in tasks {
+        let (order, out) = t.await.unwrap();
+        match out {
+            HoldOutcome::Held => held.push(order),
+            HoldOutcome::OutOfStock { sku, .. } => assert_eq!(sku, "SCARCE"),
+            HoldOutcome::Settled => panic!("a fresh order was settled"),
+        }
+    }
+    assert_eq!(held.len(), 40);
+    // The refused holds left nothing behind: no units, no hold rows.
+    assert_eq!(s.stock("PLENTY", "DE").await.unwrap(), level(920, 80, 0));
+    assert_eq!(s.stock("SCARCE", "DE").await.unwrap(), level(0, 40, 0));
+    let mut released = 0;
+    for i in 0..300 {
+        released += s.release(&format!("o{i}")).await.unwrap();
+    }
+    assert_eq!(released, 40 * 3, "only the kept holds had rows to release");
+    assert_eq!(s.stock("PLENTY", "DE").await.unwrap(), level(1_000, 0, 0));
+}
+
 macro_rules! conformance {
     ($module:ident, $open:ident) => {
         mod $module {
@@ -218,6 +256,12 @@ macro_rules! conformance {
             async fn concurrent_holds_never_oversell() {
                 let b = $open().await;
                 super::concurrent_holds_never_oversell(b.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_holds_undo_alone() {
+                let b = $open().await;
+                super::concurrent_holds_undo_alone(b.store.clone()).await;
             }
         }
     };

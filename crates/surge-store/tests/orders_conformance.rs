@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use surge_store::{
     Advance, AuditEntry, Created, NewEvent, NewOrder, OrderRow, OrdersStore, SagaState, StepLog,
+    StoreError,
 };
 
 mod common;
@@ -265,6 +266,56 @@ async fn concurrent_advances_one_wins(s: Arc<dyn OrdersStore>) {
     assert_eq!(s.log("o1").await.unwrap().len(), 2);
 }
 
+/// Many creates at once (on SQLite they share group commits), one of which fails after
+/// claiming its key (its order id exists): it leaves no trace, the others are created,
+/// and each caller gets its own answer.
+async fn concurrent_creates_fail_alone(s: Arc<dyn OrdersStore>) {
+    s.create(&new_order("taken", "alice", "k-first", "h"))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                // Every 50th reuses the taken order id under a fresh key; every 7th
+                // reuses the first key.
+                let (id, key) = match i {
+                    i if i % 50 == 0 => ("taken".to_owned(), format!("k{i}")),
+                    i if i % 7 == 0 => (format!("o{i}"), "k-first".to_owned()),
+                    i => (format!("o{i}"), format!("k{i}")),
+                };
+                (i, s.create(&new_order(&id, "bob", &key, "h")).await)
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        if i % 50 == 0 {
+            assert!(matches!(r, Err(StoreError::Duplicate)), "{i}: {r:?}");
+            // The key it claimed before failing is not kept.
+            assert_eq!(s.key("bob", &format!("k{i}")).await.unwrap(), None);
+        } else if i % 7 == 0 {
+            // bob never used k-first: the first of these claims it.
+            match r.unwrap() {
+                Created::New => created += 1,
+                Created::Existing(k) => assert_eq!(k.request_hash, "h"),
+            }
+        } else {
+            assert_eq!(r.unwrap(), Created::New, "{i}");
+            created += 1;
+            let o = s.order(&format!("o{i}")).await.unwrap().unwrap();
+            assert_eq!(o.user_id, "bob");
+            assert_eq!(s.log(&o.id).await.unwrap().len(), 1);
+        }
+    }
+    // Of the 200: 4 fail, and of the 28 on k-first only one creates.
+    assert_eq!(created, 200 - 4 - 28 + 1);
+    let taken = s.order("taken").await.unwrap().unwrap();
+    assert_eq!(taken.user_id, "alice");
+    assert_eq!(s.log("taken").await.unwrap().len(), 1);
+}
+
 async fn lists_page_and_claims_lease(s: &dyn OrdersStore) {
     for i in 0..5 {
         let mut n = new_order(&format!("o{i}"), "alice", &format!("k{i}"), "h");
@@ -407,6 +458,12 @@ macro_rules! conformance {
             async fn concurrent_advances_one_wins() {
                 let b = $open().await;
                 super::concurrent_advances_one_wins(b.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_creates_fail_alone() {
+                let b = $open().await;
+                super::concurrent_creates_fail_alone(b.store.clone()).await;
             }
 
             #[tokio::test]

@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use surge_store::{PaymentRecord, PaymentState, PaymentsStore, StoreError, Transition};
+use surge_store::{
+    PaymentOperation, PaymentRecord, PaymentState, PaymentUpdate, PaymentsStore, StoreError,
+    Transition,
+};
 
 mod common;
 
@@ -269,6 +272,82 @@ async fn list_and_operations_log(s: &dyn PaymentsStore) {
     assert!(s.operations("z").await.unwrap().is_empty());
 }
 
+fn call(order: &str, op: &str, outcome: &str) -> PaymentOperation {
+    PaymentOperation {
+        order_id: order.into(),
+        op: op.into(),
+        idempotency_key: format!("{order}:{op}"),
+        outcome: outcome.into(),
+        at_ms: 0,
+    }
+}
+
+/// `log_and_update` is `log_operation` then the transition: the call is logged whatever
+/// the transition does; an invalid transition is refused before anything is written.
+async fn log_and_update_logs_then_transitions(s: &dyn PaymentsStore) {
+    applied(s.begin_authorize("o1", 500, "EUR").await.unwrap());
+    let update = PaymentUpdate::Authorized {
+        provider_ref: "auth_1".into(),
+    };
+    let r = applied(
+        s.log_and_update(&call("o1", "authorize", "ok auth_1"), update.clone())
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.state, PaymentState::Authorized);
+    assert_eq!(r.provider_ref.as_deref(), Some("auth_1"));
+    // Again: nothing changes, the call is logged.
+    let r = unchanged(
+        s.log_and_update(&call("o1", "authorize", "ok auth_1"), update)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.state, PaymentState::Authorized);
+    let captured = PaymentUpdate::Captured { amount_minor: 500 };
+    let r = applied(
+        s.log_and_update(&call("o1", "capture", "ok"), captured)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((r.state, r.captured_minor), (PaymentState::Captured, 500));
+    // No payment: the call is logged, the transition finds nothing.
+    let voided = PaymentUpdate::Voided {
+        provider_ref: Some("auth_x".into()),
+    };
+    assert_eq!(
+        s.log_and_update(&call("o2", "void", "ok"), voided)
+            .await
+            .unwrap(),
+        Transition::Missing
+    );
+    let bad = PaymentUpdate::Refund {
+        seq: 0,
+        amount_minor: 0,
+    };
+    assert!(matches!(
+        s.log_and_update(&call("o1", "refund", "ok"), bad).await,
+        Err(StoreError::Config(_))
+    ));
+    let ops = |id: &'static str| async move {
+        s.operations(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.op)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ops("o1").await, ["authorize", "authorize", "capture"]);
+    assert_eq!(ops("o2").await, ["void"]);
+    // A tombstone through the same path.
+    let tombstone = PaymentUpdate::Voided { provider_ref: None };
+    let r = applied(
+        s.log_and_update(&call("o3", "find", "not found"), tombstone)
+            .await
+            .unwrap(),
+    );
+    assert_eq!((r.state, r.amount_minor), (PaymentState::Voided, 0));
+}
+
 /// Many captures, voids and refunds of the same payments at once: each transition wins
 /// exactly once.
 async fn concurrent_transitions_apply_once(s: Arc<dyn PaymentsStore>) {
@@ -367,6 +446,12 @@ macro_rules! conformance {
             async fn bad_input_and_missing_payments() {
                 let b = $open().await;
                 super::bad_input_and_missing_payments(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn log_and_update_logs_then_transitions() {
+                let b = $open().await;
+                super::log_and_update_logs_then_transitions(&*b.store).await;
             }
 
             #[tokio::test]

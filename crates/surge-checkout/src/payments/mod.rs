@@ -35,7 +35,7 @@ pub mod simulator;
 use std::sync::Arc;
 use std::time::Instant;
 
-use surge_store::{PaymentsStore, StoreError, Transition};
+use surge_store::{PaymentOperation, PaymentUpdate, PaymentsStore, StoreError, Transition};
 
 pub use surge_store::{PaymentRecord, PaymentState};
 
@@ -168,16 +168,26 @@ impl Payments {
             Ok(auth) => format!("ok {}", auth.auth_ref),
             Err(e) => describe(e),
         };
-        self.log(order, "authorize", &key, started, &result, &outcome)
-            .await?;
+        let call = observe(order, "authorize", &key, started, &result, outcome);
         match result {
-            Ok(auth) => self.authorized(order, &auth.auth_ref).await,
+            Ok(auth) => {
+                let update = PaymentUpdate::Authorized {
+                    provider_ref: auth.auth_ref.clone(),
+                };
+                let recorded = self.store.log_and_update(&call, update).await?;
+                self.authorized(order, &auth.auth_ref, recorded).await
+            }
             Err(ProviderError::Declined { reason }) => {
-                let declined = self.store.record_declined(order, &reason).await?;
+                let update = PaymentUpdate::Declined { reason };
+                let declined = self.store.log_and_update(&call, update).await?;
                 settled_authorization(present(order, declined)?)
             }
-            Err(ProviderError::Rejected(msg)) => Err(PaymentError::Conflict(msg)),
+            Err(ProviderError::Rejected(msg)) => {
+                self.log(&call).await?;
+                Err(PaymentError::Conflict(msg))
+            }
             Err(e) => {
+                self.log(&call).await?;
                 // A void may have written `voided` while this call was out, having found
                 // no authorization yet: if this call made one after all, void it.
                 if let Some(p) = self.store.payment(order).await?
@@ -192,9 +202,14 @@ impl Payments {
         }
     }
 
-    /// Records authorization `auth_ref`; if a void overtook the authorize, voids it.
-    async fn authorized(&self, order: &str, auth_ref: &str) -> Result<PaymentRecord, PaymentError> {
-        let recorded = self.store.record_authorized(order, auth_ref).await?;
+    /// What recording authorization `auth_ref` did; if a void overtook the authorize,
+    /// voids it.
+    async fn authorized(
+        &self,
+        order: &str,
+        auth_ref: &str,
+        recorded: Transition,
+    ) -> Result<PaymentRecord, PaymentError> {
         let record = present(order, recorded)?;
         if record.state == PaymentState::Voided {
             tracing::warn!(
@@ -250,8 +265,13 @@ impl Payments {
             Ok(None) => "not found".into(),
             Err(e) => describe(e),
         };
-        self.log(order, "find", &key, started, &found, &outcome)
-            .await?;
+        let call = observe(order, "find", &key, started, &found, outcome);
+        if let Ok(None) = found {
+            let update = PaymentUpdate::Voided { provider_ref: None };
+            self.store.log_and_update(&call, update).await?;
+            return Ok(());
+        }
+        self.log(&call).await?;
         match found.map_err(provider_failure)? {
             Some(auth) => self.void_at_provider(order, &auth.auth_ref).await,
             None => {
@@ -267,10 +287,15 @@ impl Payments {
         let started = Instant::now();
         let result = self.provider.void(&key, auth_ref).await;
         let outcome = result.as_ref().map_or_else(describe, |_| "ok".into());
-        self.log(order, "void", &key, started, &result, &outcome)
-            .await?;
-        result.map_err(provider_failure)?;
-        self.store.record_voided(order, Some(auth_ref)).await?;
+        let call = observe(order, "void", &key, started, &result, outcome);
+        if let Err(e) = result {
+            self.log(&call).await?;
+            return Err(provider_failure(e));
+        }
+        let update = PaymentUpdate::Voided {
+            provider_ref: Some(auth_ref.to_owned()),
+        };
+        self.store.log_and_update(&call, update).await?;
         Ok(())
     }
 
@@ -293,10 +318,15 @@ impl Payments {
         let started = Instant::now();
         let result = self.provider.capture(&key, &auth_ref, p.amount_minor).await;
         let outcome = result.as_ref().map_or_else(describe, |_| "ok".into());
-        self.log(order_id, "capture", &key, started, &result, &outcome)
-            .await?;
-        result.map_err(provider_failure)?;
-        let captured = self.store.record_captured(order_id, p.amount_minor).await?;
+        let call = observe(order_id, "capture", &key, started, &result, outcome);
+        if let Err(e) = result {
+            self.log(&call).await?;
+            return Err(provider_failure(e));
+        }
+        let update = PaymentUpdate::Captured {
+            amount_minor: p.amount_minor,
+        };
+        let captured = self.store.log_and_update(&call, update).await?;
         let record = present(order_id, captured)?;
         match record.state {
             PaymentState::Captured | PaymentState::Refunded => Ok(record),
@@ -347,14 +377,13 @@ impl Payments {
         let started = Instant::now();
         let result = self.provider.refund(&key, &auth_ref, amount_minor).await;
         let outcome = result.as_ref().map_or_else(describe, |_| "ok".into());
-        self.log(order_id, "refund", &key, started, &result, &outcome)
-            .await?;
-        result.map_err(provider_failure)?;
-        match self
-            .store
-            .record_refund(order_id, seq, amount_minor)
-            .await?
-        {
+        let call = observe(order_id, "refund", &key, started, &result, outcome);
+        if let Err(e) = result {
+            self.log(&call).await?;
+            return Err(provider_failure(e));
+        }
+        let update = PaymentUpdate::Refund { seq, amount_minor };
+        match self.store.log_and_update(&call, update).await? {
             Transition::Applied(r) => Ok(r),
             // A concurrent call made (and recorded) the same refund under the same key.
             Transition::Unchanged(r) if r.refunds > seq => Ok(r),
@@ -380,33 +409,53 @@ impl Payments {
             .ok_or_else(|| PaymentError::Conflict(format!("order {order_id} has no payment")))
     }
 
-    /// Logs one provider call in the store's operations log, the metrics and the trace.
-    async fn log<T>(
-        &self,
-        order: &str,
-        op: &'static str,
-        key: &str,
-        started: Instant,
-        result: &Result<T, ProviderError>,
-        outcome: &str,
-    ) -> Result<(), PaymentError> {
-        let label = match result {
-            Ok(_) => "ok",
-            Err(ProviderError::Declined { .. }) => "declined",
-            Err(ProviderError::Timeout) => "timeout",
-            Err(ProviderError::Unavailable(_)) => "unavailable",
-            Err(ProviderError::Rejected(_)) => "rejected",
-        };
-        metrics::record_call(op, label, started);
-        tracing::debug!(
-            order_id = order,
-            op,
-            idempotency_key = key,
-            outcome,
-            "payment provider call"
-        );
-        self.store.log_operation(order, op, key, outcome).await?;
+    /// Appends a provider call to the store's operations log (when no transition goes
+    /// with it: see [`PaymentsStore::log_and_update`]).
+    async fn log(&self, call: &PaymentOperation) -> Result<(), PaymentError> {
+        self.store
+            .log_operation(
+                &call.order_id,
+                &call.op,
+                &call.idempotency_key,
+                &call.outcome,
+            )
+            .await?;
         Ok(())
+    }
+}
+
+/// Records one provider call in the metrics and the trace, and returns it as the
+/// operations log takes it. Every call is logged in the store too, before anything
+/// else the call leads to is recorded (or in the same write).
+fn observe<T>(
+    order: &str,
+    op: &'static str,
+    key: &str,
+    started: Instant,
+    result: &Result<T, ProviderError>,
+    outcome: String,
+) -> PaymentOperation {
+    let label = match result {
+        Ok(_) => "ok",
+        Err(ProviderError::Declined { .. }) => "declined",
+        Err(ProviderError::Timeout) => "timeout",
+        Err(ProviderError::Unavailable(_)) => "unavailable",
+        Err(ProviderError::Rejected(_)) => "rejected",
+    };
+    metrics::record_call(op, label, started);
+    tracing::debug!(
+        order_id = order,
+        op,
+        idempotency_key = key,
+        outcome,
+        "payment provider call"
+    );
+    PaymentOperation {
+        order_id: order.to_owned(),
+        op: op.to_owned(),
+        idempotency_key: key.to_owned(),
+        outcome,
+        at_ms: 0,
     }
 }
 

@@ -1,0 +1,524 @@
+//! Group commit for the writes of one SQLite store.
+//!
+//! A SQLite store has one writer connection and runs `synchronous = FULL`, so every
+//! commit is an fsync and every write transaction queues behind the one before it. Here
+//! concurrent writes are queued to one writer instead, which runs every write waiting
+//! (at most [`MAX_BATCH`]) inside ONE transaction and commits once:
+//!
+//! ```text
+//! BEGIN IMMEDIATE
+//!   <write 1>                                      (kept)
+//!   SAVEPOINT op; <write 2> ROLLBACK TO op; RELEASE op   (failed, or asked to undo)
+//!   SAVEPOINT op; <write 3>                        (kept: released with the next one)
+//!   <write 4>                                      (one statement: no savepoint)
+//! COMMIT                                           (one fsync for all four)
+//! ```
+//!
+//! Only after the `COMMIT` returns does each caller get its result, so nothing is
+//! acknowledged before it is durable, and a failed commit is every caller's error.
+//!
+//! ## Savepoints, and the optimistic first pass
+//! A write that fails halfway, or that decides to undo what it did (a hold that finds a
+//! line out of stock), must leave no trace while its neighbours in the batch commit. A
+//! `ROLLBACK TO` its savepoint does exactly that. A write made of one statement (or of
+//! statements that each stand alone, like autocommitted ones) needs no savepoint: a
+//! failing SQLite statement undoes its own changes and leaves the transaction open.
+//!
+//! A savepoint costs a round trip to SQLite's thread, and most writes neither fail nor
+//! undo, so a batch first runs without any. When a write that needed one fails or
+//! undoes, the batch is rolled back and run again with savepoints from that write on;
+//! the writes before it see the same state as before and do the same again. So a write
+//! must be a function of the database and its arguments only (the store's writes are:
+//! statements and their results), and may run more than once before its batch commits;
+//! only the run that commits is answered.
+//!
+//! ## What can abort a whole batch
+//! Some errors (I/O, disk full, out of memory) make SQLite roll back the whole
+//! transaction by itself. A rollback hook on the writer connection reports that; the
+//! batch is then abandoned and every caller in it gets an error, exactly as if the
+//! commit had failed (later writes must not run outside a transaction). The same
+//! happens if a write panics.
+//!
+//! ## Backpressure
+//! The queue holds at most [`QUEUE_DEPTH`] writes; callers beyond that wait for room.
+//!
+//! ## The thread and the connection
+//! A batch is a chain of round trips to the connection's SQLite thread, one statement
+//! at a time, so its length is set by how fast the writer is woken after each one. The
+//! writer therefore runs on a thread of its own (with a one-thread runtime), not as a
+//! task among the request tasks, where every wake-up could wait for a busy worker.
+//!
+//! It takes the pool's one connection with its first write and keeps it (giving it back
+//! to the pool costs a round trip per batch), so every write of a store that uses group
+//! commit goes through the writer. Closing the store stops the writer first: it commits
+//! what is queued and closes the connection.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::FutureExt;
+use sqlx::pool::PoolConnection;
+use sqlx::{Database, PgConnection, Pool, Postgres, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::sql::SqlStore;
+use crate::{Result, StoreError};
+
+/// Most writes run in one transaction.
+pub const MAX_BATCH: usize = 256;
+
+/// Most writes waiting for the writer; callers beyond it wait for room.
+pub const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
+
+/// A boxed future that may borrow for `'a`.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a write did with its changes.
+pub(crate) enum Step<T> {
+    /// Keep them: they commit with the batch.
+    Keep(T),
+    /// Roll them back (to the write's savepoint), and still answer `T`.
+    Undo(T),
+}
+
+/// A write as the writer sees it: run it (again, if the batch is redone), then
+/// deliver the result of its last run.
+trait Operation: Send {
+    /// Runs the write on the batch's connection. Returns whether its changes must be
+    /// rolled back (it failed, or asked to undo).
+    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool>;
+
+    /// Hands the caller its result: its own, if the batch committed (or it failed by
+    /// itself), otherwise the batch's error.
+    fn finish(self: Box<Self>, batch: Result<()>);
+}
+
+/// A write: what it works on, and the statements it runs on that (it may run more than
+/// once: see the module docs).
+pub(crate) trait WriteOp<D, T>:
+    for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<Step<T>>> + Send + 'static
+{
+}
+
+impl<D, T, F> WriteOp<D, T> for F where
+    F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<Step<T>>>
+        + Send
+        + 'static
+{
+}
+
+/// One queued write and where its answer goes.
+struct Pending<D, T, F> {
+    data: D,
+    op: F,
+    result: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<D, T, F> Operation for Pending<D, T, F>
+where
+    D: Send + 'static,
+    T: Send + 'static,
+    F: WriteOp<D, T>,
+{
+    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool> {
+        Box::pin(async move {
+            let (result, undo) = match (self.op)(&self.data, conn).await {
+                Ok(Step::Keep(v)) => (Ok(v), false),
+                Ok(Step::Undo(v)) => (Ok(v), true),
+                Err(e) => (Err(e), true),
+            };
+            self.result = Some(result);
+            undo
+        })
+    }
+
+    fn finish(self: Box<Self>, batch: Result<()>) {
+        let answer = match (self.result, batch) {
+            // A write that failed by itself reports its own error, whatever the batch did.
+            (Some(Err(e)), _) => Err(e),
+            (_, Err(e)) => Err(e),
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (None, Ok(())) => Err(StoreError::Closed),
+        };
+        // The caller may have gone away (its future was dropped): nothing to tell.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// A queued write and whether it runs inside its own savepoint.
+struct Job {
+    savepoint: bool,
+    op: Box<dyn Operation>,
+}
+
+/// Handle to a store's writer (one per SQLite store that writes through it).
+pub(crate) struct GroupWriter {
+    queue: mpsc::Sender<Job>,
+    stop: watch::Sender<bool>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl GroupWriter {
+    /// Starts the writer on its own thread, on `pool` (whose single connection reports
+    /// whole-transaction rollbacks in `rolled_back`). The writer takes the connection
+    /// with the first write and keeps it until [`stop`](Self::stop) or until the handle
+    /// is dropped, so a store that writes through it must not use `pool` itself.
+    pub(crate) fn start(
+        store: &'static str,
+        pool: Pool<Sqlite>,
+        rolled_back: Arc<AtomicBool>,
+    ) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        let (stop, stopped) = watch::channel(false);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("{store}-writer"))
+            .spawn(move || runtime.block_on(run(store, pool, jobs, stopped, rolled_back)))?;
+        Ok(GroupWriter {
+            queue,
+            stop,
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Refuses new writes ([`StoreError::Closed`]), commits the ones already queued and
+    /// waits for the writer to close its connection.
+    pub(crate) async fn stop(&self) {
+        self.stop.send_replace(true);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            // A writer that panicked has dropped its connection too.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// Runs `op` on `data` in the next batch, inside its own savepoint: [`Step::Undo`] or
+    /// an error rolls back what it wrote. Returns its result once the batch has committed.
+    pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
+    where
+        D: Send + 'static,
+        T: Send + 'static,
+        F: WriteOp<D, T>,
+    {
+        self.submit(true, data, op).await
+    }
+
+    /// Runs `op` on `data` in the next batch without a savepoint: for writes of one
+    /// statement, or of statements that would each have been committed on their own.
+    /// Returns its result once the batch has committed.
+    pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
+    where
+        D: Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<T>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.submit(false, (data, op), |(data, op), conn| {
+            Box::pin(async move { op(data, conn).await.map(Step::Keep) })
+        })
+        .await
+    }
+
+    async fn submit<D, T, F>(&self, savepoint: bool, data: D, op: F) -> Result<T>
+    where
+        D: Send + 'static,
+        T: Send + 'static,
+        F: WriteOp<D, T>,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            savepoint,
+            op: Box::new(Pending {
+                data,
+                op,
+                result: None,
+                reply,
+            }),
+        };
+        self.queue.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Why a batch did not commit; turned into one [`StoreError`] per caller.
+#[derive(Clone)]
+enum Abort {
+    Closed,
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl Abort {
+    fn error(&self) -> StoreError {
+        match self {
+            Abort::Closed => StoreError::Closed,
+            Abort::Failed(e) => StoreError::GroupCommit(e.clone()),
+        }
+    }
+
+    fn sqlx(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolClosed => Abort::Closed,
+            other => Abort::Failed(Arc::new(other)),
+        }
+    }
+
+    fn message(msg: &str) -> Self {
+        Abort::Failed(Arc::new(std::io::Error::other(msg.to_owned())))
+    }
+}
+
+async fn run(
+    store: &'static str,
+    pool: Pool<Sqlite>,
+    mut jobs: mpsc::Receiver<Job>,
+    mut stop: watch::Receiver<bool>,
+    rolled_back: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut held: Option<PoolConnection<Sqlite>> = None;
+    loop {
+        let received = tokio::select! {
+            n = jobs.recv_many(&mut batch, MAX_BATCH) => n,
+            // Refuse new writes; the loop drains the queued ones, then ends.
+            _ = stop.wait_for(|stop| *stop), if !jobs.is_closed() => {
+                jobs.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            if let Some(conn) = held.take() {
+                // The store is closing (or gone): close the connection here rather than
+                // hand it back through a task this thread's runtime would never run.
+                let _ = conn.close().await;
+            }
+            break;
+        }
+        let conn = match held.take() {
+            Some(conn) => Ok(conn),
+            None => pool.acquire().await.map_err(Abort::sqlx),
+        };
+        let outcome = match conn {
+            Ok(mut conn) => {
+                let r = run_batch(&mut conn, &mut batch, &rolled_back).await;
+                // After a failure the pool checks the connection before it is used again.
+                if r.is_ok() {
+                    held = Some(conn);
+                }
+                r
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(Abort::Failed(e)) = &outcome {
+            tracing::warn!(store, error = %e, writes = batch.len(), "a group commit failed");
+        }
+        metrics::histogram!(crate::metrics::GROUP_COMMIT_WRITES, "store" => store)
+            .record(batch.len() as f64);
+        for job in batch.drain(..) {
+            job.op
+                .finish(outcome.as_ref().map(|_| ()).map_err(Abort::error));
+        }
+    }
+}
+
+/// Runs every job of `batch` in one transaction on `conn` and commits it.
+///
+/// The first pass is optimistic: no savepoints. If a job that needs one fails or asks
+/// to undo, the whole transaction is rolled back and the batch runs again, with
+/// savepoints from that job on (the jobs before it run again as they did, on the same
+/// state). Only the results of the pass that commits are delivered.
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut [Job],
+    rolled_back: &AtomicBool,
+) -> std::result::Result<(), Abort> {
+    let mut safe_from = batch.len();
+    loop {
+        begin(conn).await?;
+        rolled_back.store(false, Ordering::Release);
+        let ran = run_jobs(conn, batch, safe_from, rolled_back).await;
+        let committed = match ran {
+            // Also releases the savepoint the last job may have left open.
+            Ok(()) => exec(conn, "COMMIT").await.map_err(Abort::sqlx),
+            // Strictly before `safe_from`, so this ends.
+            Err(Pass::Redo(from)) => {
+                metrics::counter!(crate::metrics::GROUP_COMMIT_REDONE_TOTAL).increment(1);
+                exec(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
+                safe_from = from;
+                continue;
+            }
+            Err(Pass::Abort(e)) => Err(e),
+        };
+        if committed.is_err() {
+            // Leave the connection outside any transaction for the next user (an error
+            // here only means SQLite rolled back already).
+            let _ = exec(conn, "ROLLBACK").await;
+        }
+        return committed;
+    }
+}
+
+/// Why a pass over a batch stopped early.
+enum Pass {
+    /// Job `n` needs the savepoint it ran without: roll back, run again with
+    /// savepoints from `n` on.
+    Redo(usize),
+    /// The batch cannot commit.
+    Abort(Abort),
+}
+
+/// Runs the jobs in order, jobs from `safe_from` on inside their savepoint if they need
+/// one. A kept savepoint is released lazily, together with the next job's `SAVEPOINT`
+/// (or by the `COMMIT`): one round trip to SQLite per job instead of two. A job without
+/// a savepoint that runs inside a kept one is unaffected: a kept savepoint is only ever
+/// released, never rolled back to.
+async fn run_jobs(
+    conn: &mut SqliteConnection,
+    batch: &mut [Job],
+    safe_from: usize,
+    rolled_back: &AtomicBool,
+) -> std::result::Result<(), Pass> {
+    let mut open = false;
+    for (n, job) in batch.iter_mut().enumerate() {
+        let savepoint = job.savepoint && n >= safe_from;
+        if savepoint {
+            let start = if open {
+                "RELEASE op; SAVEPOINT op"
+            } else {
+                "SAVEPOINT op"
+            };
+            exec(conn, start)
+                .await
+                .map_err(|e| Pass::Abort(Abort::sqlx(e)))?;
+            open = true;
+        }
+        let undo = AssertUnwindSafe(job.op.run(conn))
+            .catch_unwind()
+            .await
+            .map_err(|_| Pass::Abort(Abort::message("a write panicked")))?;
+        if rolled_back.load(Ordering::Acquire) {
+            return Err(Pass::Abort(Abort::message(
+                "SQLite rolled the transaction back after an error",
+            )));
+        }
+        if undo && job.savepoint {
+            if !savepoint {
+                return Err(Pass::Redo(n));
+            }
+            exec(conn, "ROLLBACK TO op; RELEASE op")
+                .await
+                .map_err(|e| Pass::Abort(Abort::sqlx(e)))?;
+            open = false;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the batch's transaction, taking the write lock at once. A connection left
+/// inside a transaction (a batch abandoned mid-way) is rolled back first.
+async fn begin(conn: &mut SqliteConnection) -> std::result::Result<(), Abort> {
+    match exec(conn, "BEGIN IMMEDIATE").await {
+        Ok(()) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.message().contains("within a transaction") => {
+            exec(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
+            exec(conn, "BEGIN IMMEDIATE").await.map_err(Abort::sqlx)
+        }
+        Err(e) => Err(Abort::sqlx(e)),
+    }
+}
+
+async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> sqlx::Result<()> {
+    sqlx::raw_sql(sql).execute(conn).await.map(|_| ())
+}
+
+/// Runs `op` on `data` in a transaction of its own on `pool`: committed on
+/// [`Step::Keep`], rolled back on [`Step::Undo`] or an error. PostgreSQL's path (its many
+/// connections commit in parallel), and SQLite's while a store is being opened.
+async fn per_call<DB, D, T, F>(pool: &Pool<DB>, data: &D, op: F) -> Result<T>
+where
+    DB: Database,
+    F: for<'a> Fn(&'a D, &'a mut DB::Connection) -> BoxFuture<'a, Result<Step<T>>>,
+{
+    let mut tx = pool.begin().await.map_err(StoreError::from_sqlx)?;
+    match op(data, &mut *tx).await? {
+        Step::Keep(v) => {
+            tx.commit().await.map_err(StoreError::from_sqlx)?;
+            Ok(v)
+        }
+        // Dropping the transaction rolls it back.
+        Step::Undo(v) => Ok(v),
+    }
+}
+
+/// Runs `op` on `data` on a connection of `pool` outside any transaction: each
+/// statement commits by itself.
+async fn per_call_one<DB, D, T, F>(pool: &Pool<DB>, data: &D, op: F) -> Result<T>
+where
+    DB: Database,
+    F: for<'a> Fn(&'a D, &'a mut DB::Connection) -> BoxFuture<'a, Result<T>>,
+{
+    let mut conn = pool.acquire().await.map_err(StoreError::from_sqlx)?;
+    op(data, &mut *conn).await
+}
+
+impl SqlStore<Sqlite> {
+    /// Runs a write of several statements: in the next group commit, inside its own
+    /// savepoint (see [`GroupWriter::write`]).
+    pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
+    where
+        D: Send + 'static,
+        T: Send + 'static,
+        F: WriteOp<D, T>,
+    {
+        match &self.group {
+            Some(group) => group.write(data, op).await,
+            None => per_call(&self.writer, &data, op).await,
+        }
+    }
+
+    /// Runs a write of one statement (or of statements that stand alone) in the next
+    /// group commit (see [`GroupWriter::write_one`]).
+    pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
+    where
+        D: Send + Sync + 'static,
+        T: Send + 'static,
+        F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<T>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        match &self.group {
+            Some(group) => group.write_one(data, op).await,
+            None => per_call_one(&self.writer, &data, op).await,
+        }
+    }
+}
+
+impl SqlStore<Postgres> {
+    /// Runs a write of several statements in a transaction of its own.
+    pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
+    where
+        F: for<'a> Fn(&'a D, &'a mut PgConnection) -> BoxFuture<'a, Result<Step<T>>>,
+    {
+        per_call(&self.writer, &data, op).await
+    }
+
+    /// Runs a write of one statement (or of statements that stand alone) outside a
+    /// transaction, as autocommitted statements.
+    pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
+    where
+        F: for<'a> Fn(&'a D, &'a mut PgConnection) -> BoxFuture<'a, Result<T>>,
+    {
+        per_call_one(&self.writer, &data, op).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
