@@ -11,7 +11,7 @@ use serde::Deserialize;
 use surge_http::{Problem, ProblemKind};
 use surge_store::{OrderRow, SagaState};
 
-use super::orders::{decode_cursor, encode_cursor};
+use super::orders::{cursor_param, encode_cursor};
 use super::{Api, no_order, store_problem};
 use crate::saga::driver::{AdminError, now_ms};
 
@@ -79,13 +79,7 @@ pub async fn list(
             i64::MAX,
         ),
     };
-    let after = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            decode_cursor(c)
-                .ok_or_else(|| Problem::bad_param("cursor", "not a cursor from a previous page"))?,
-        ),
-    };
+    let after = cursor_param(q.cursor.as_deref())?;
     let rows = api
         .saga
         .orders()
@@ -154,6 +148,30 @@ async fn action_body(headers: &HeaderMap, body: Body) -> Result<ActionBody, Prob
     Ok(b)
 }
 
+/// An operator action on a saga.
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Retry,
+    Compensate,
+}
+
+async fn act(
+    api: &Api,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    action: Action,
+) -> Result<Response, Problem> {
+    let b = action_body(headers, body).await?;
+    let actor = b.actor.as_deref().unwrap_or("admin");
+    let row = match action {
+        Action::Retry => api.saga.retry(id, actor, &b.note).await,
+        Action::Compensate => api.saga.force_compensate(id, actor, &b.note).await,
+    }
+    .map_err(admin_problem)?;
+    Ok(Json(saga_json(&row)).into_response())
+}
+
 /// `POST /admin/sagas/{id}/retry`: a paused saga, or one in review, runs its step again.
 pub async fn retry(
     State(api): State<Api>,
@@ -161,14 +179,7 @@ pub async fn retry(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let b = action_body(&headers, body).await?;
-    let actor = b.actor.as_deref().unwrap_or("admin");
-    let row = api
-        .saga
-        .retry(&id, actor, &b.note)
-        .await
-        .map_err(admin_problem)?;
-    Ok(Json(saga_json(&row)).into_response())
+    act(&api, &id, &headers, body, Action::Retry).await
 }
 
 /// `POST /admin/sagas/{id}/compensate`: cancels an order before the point of no return.
@@ -178,14 +189,7 @@ pub async fn compensate(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Problem> {
-    let b = action_body(&headers, body).await?;
-    let actor = b.actor.as_deref().unwrap_or("admin");
-    let row = api
-        .saga
-        .force_compensate(&id, actor, &b.note)
-        .await
-        .map_err(admin_problem)?;
-    Ok(Json(saga_json(&row)).into_response())
+    act(&api, &id, &headers, body, Action::Compensate).await
 }
 
 /// `GET /admin/inventory/{sku}/{market}`.

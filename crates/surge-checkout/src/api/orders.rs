@@ -54,6 +54,15 @@ pub fn decode_cursor(c: &str) -> Option<(i64, String)> {
         .then(|| (at, id.to_owned()))
 }
 
+/// The `cursor` query parameter, decoded (400 when it is not one of ours).
+pub fn cursor_param(c: Option<&str>) -> Result<Option<(i64, String)>, Problem> {
+    c.map(|c| {
+        decode_cursor(c)
+            .ok_or_else(|| Problem::bad_param("cursor", "not a cursor from a previous page"))
+    })
+    .transpose()
+}
+
 /// `GET /orders`: the caller's orders, newest first.
 pub async fn list(
     State(api): State<Api>,
@@ -66,13 +75,7 @@ pub async fn list(
     if !(1..=max).contains(&limit) {
         return Err(Problem::bad_param("limit", format!("must be 1..={max}")));
     }
-    let before = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            decode_cursor(c)
-                .ok_or_else(|| Problem::bad_param("cursor", "not a cursor from a previous page"))?,
-        ),
-    };
+    let before = cursor_param(q.cursor.as_deref())?;
     let rows = api
         .saga
         .orders()
