@@ -84,12 +84,26 @@ pub(crate) enum Step<T> {
     Undo(T),
 }
 
+/// How a write of several statements may run them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// Without a savepoint of its own (the optimistic first pass of a batch): the write
+    /// may send its statements to SQLite together, in one round trip, speculatively. It
+    /// must then either answer what [`Pace::Stepwise`] would have answered on the same
+    /// state, or fail or undo: the batch is then redone, and this write runs stepwise
+    /// in its own savepoint.
+    Fast,
+    /// Inside its own savepoint (on PostgreSQL: its own transaction): one statement at a
+    /// time, each decided on the results before it.
+    Stepwise,
+}
+
 /// A write as the writer sees it: run it (again, if the batch is redone), then
 /// deliver the result of its last run.
 trait Operation: Send {
     /// Runs the write on the batch's connection. Returns whether its changes must be
     /// rolled back (it failed, or asked to undo).
-    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool>;
+    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection, pace: Pace) -> BoxFuture<'a, bool>;
 
     /// Hands the caller its result: its own, if the batch committed (or it failed by
     /// itself), otherwise the batch's error.
@@ -99,12 +113,12 @@ trait Operation: Send {
 /// A write: what it works on, and the statements it runs on that (it may run more than
 /// once: see the module docs).
 pub(crate) trait WriteOp<D, T>:
-    for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<Step<T>>> + Send + 'static
+    for<'a> Fn(&'a D, &'a mut SqliteConnection, Pace) -> BoxFuture<'a, Result<Step<T>>> + Send + 'static
 {
 }
 
 impl<D, T, F> WriteOp<D, T> for F where
-    F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<Step<T>>>
+    F: for<'a> Fn(&'a D, &'a mut SqliteConnection, Pace) -> BoxFuture<'a, Result<Step<T>>>
         + Send
         + 'static
 {
@@ -124,9 +138,9 @@ where
     T: Send + 'static,
     F: WriteOp<D, T>,
 {
-    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection) -> BoxFuture<'a, bool> {
+    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection, pace: Pace) -> BoxFuture<'a, bool> {
         Box::pin(async move {
-            let (result, undo) = match (self.op)(&self.data, conn).await {
+            let (result, undo) = match (self.op)(&self.data, conn, pace).await {
                 Ok(Step::Keep(v)) => (Ok(v), false),
                 Ok(Step::Undo(v)) => (Ok(v), true),
                 Err(e) => (Err(e), true),
@@ -221,7 +235,7 @@ impl GroupWriter {
             + Sync
             + 'static,
     {
-        self.submit(false, (data, op), |(data, op), conn| {
+        self.submit(false, (data, op), |(data, op), conn, _| {
             Box::pin(async move { op(data, conn).await.map(Step::Keep) })
         })
         .await
@@ -399,7 +413,12 @@ async fn run_jobs(
                 .map_err(|e| Pass::Abort(Abort::sqlx(e)))?;
             open = true;
         }
-        let undo = AssertUnwindSafe(job.op.run(conn))
+        let pace = if savepoint {
+            Pace::Stepwise
+        } else {
+            Pace::Fast
+        };
+        let undo = AssertUnwindSafe(job.op.run(conn, pace))
             .catch_unwind()
             .await
             .map_err(|_| Pass::Abort(Abort::message("a write panicked")))?;
@@ -438,16 +457,56 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> sqlx::Result<()
     sqlx::raw_sql(sql).execute(conn).await.map(|_| ())
 }
 
+/// `statements` as one text for SQLite, which runs them in order in one round trip:
+/// separated by `;`, each statement's `$n` renumbered after those of the statements
+/// before it (SQLite binds `$n` across the whole text), so the arguments are bound one
+/// statement after the other. The statements themselves are the texts both dialects
+/// share; PostgreSQL runs them one by one instead.
+pub(crate) fn chain<S: AsRef<str>>(statements: &[S]) -> String {
+    let mut out = String::new();
+    let mut offset = 0;
+    for statement in statements {
+        let statement = statement.as_ref();
+        if !out.is_empty() {
+            out.push_str("; ");
+        }
+        let mut highest = 0;
+        let mut chars = statement.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            out.push(c);
+            if c != '$' {
+                continue;
+            }
+            let mut end = i + 1;
+            while let Some(&(j, d)) = chars.peek() {
+                if !d.is_ascii_digit() {
+                    break;
+                }
+                end = j + 1;
+                chars.next();
+            }
+            if let Ok(n) = statement[i + 1..end].parse::<usize>() {
+                highest = highest.max(n);
+                out.push_str(&(n + offset).to_string());
+            } else {
+                out.push_str(&statement[i + 1..end]);
+            }
+        }
+        offset += highest;
+    }
+    out
+}
+
 /// Runs `op` on `data` in a transaction of its own on `pool`: committed on
 /// [`Step::Keep`], rolled back on [`Step::Undo`] or an error. PostgreSQL's path (its many
 /// connections commit in parallel), and SQLite's while a store is being opened.
 async fn per_call<DB, D, T, F>(pool: &Pool<DB>, data: &D, op: F) -> Result<T>
 where
     DB: Database,
-    F: for<'a> Fn(&'a D, &'a mut DB::Connection) -> BoxFuture<'a, Result<Step<T>>>,
+    F: for<'a> Fn(&'a D, &'a mut DB::Connection, Pace) -> BoxFuture<'a, Result<Step<T>>>,
 {
     let mut tx = pool.begin().await.map_err(StoreError::from_sqlx)?;
-    match op(data, &mut *tx).await? {
+    match op(data, &mut *tx, Pace::Stepwise).await? {
         Step::Keep(v) => {
             tx.commit().await.map_err(StoreError::from_sqlx)?;
             Ok(v)
@@ -505,7 +564,7 @@ impl SqlStore<Postgres> {
     /// Runs a write of several statements in a transaction of its own.
     pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
-        F: for<'a> Fn(&'a D, &'a mut PgConnection) -> BoxFuture<'a, Result<Step<T>>>,
+        F: for<'a> Fn(&'a D, &'a mut PgConnection, Pace) -> BoxFuture<'a, Result<Step<T>>>,
     {
         per_call(&self.writer, &data, op).await
     }

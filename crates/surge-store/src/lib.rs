@@ -6,6 +6,11 @@
 //! same SQL ([`sql`]): embedded SQLite (the default, one file under the data directory)
 //! and PostgreSQL for scale-out. [`open`] picks one from a URL; one conformance suite
 //! (`tests/conformance.rs`) runs against both.
+//!
+//! On SQLite, checkout's stores write through a group commit ([`group`]): the writes
+//! waiting for a store's single writer connection share one transaction and one fsync,
+//! and each caller is answered once that commit is durable. On PostgreSQL every write
+//! keeps a transaction of its own (many connections already commit in parallel).
 
 pub mod checkpoint;
 mod error;

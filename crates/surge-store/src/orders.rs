@@ -24,7 +24,7 @@
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
 
-use crate::group::Step;
+use crate::group::{Pace, Step, chain};
 use crate::metrics::record;
 use crate::sql::{SqlStore, now_ms};
 use crate::{Result, StoreError};
@@ -329,6 +329,9 @@ pub trait OrdersStore: Send + Sync + 'static {
     async fn close(&self);
 }
 
+/// A query on database `DB` with its arguments.
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
 /// Most saga log lines one statement appends (5 parameters each).
 const LOG_LINES_PER_STATEMENT: usize = 100;
 
@@ -360,12 +363,49 @@ fn saga_log_insert(lines: usize) -> String {
     sql
 }
 
-const ORDER_COLUMNS: &str = "id, user_id, market, currency, total_minor, document, status, reason, \
-     saga_state, step, attempts, next_at_ms, step_deadline_ms, lease_owner, lease_until_ms, version, \
-     created_at_ms, updated_at_ms";
+/// The columns of an [`OrderRow`], in decoding order (a macro so that `concat!` can build
+/// statements as literals).
+macro_rules! order_columns {
+    () => {
+        "id, user_id, market, currency, total_minor, document, status, reason, \
+         saga_state, step, attempts, next_at_ms, step_deadline_ms, lease_owner, lease_until_ms, version, \
+         created_at_ms, updated_at_ms"
+    };
+}
+
+const ORDER_COLUMNS: &str = order_columns!();
+
+/// Claims an idempotency key when it is free or has expired; returns a row when it did.
+const CLAIM_KEY: &str = "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, status, \
+     content_type, body, locked_until_ms, expires_at_ms) VALUES ($1, $2, $3, $4, NULL, NULL, NULL, $5, $6) \
+     ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
+     order_id = excluded.order_id, status = NULL, content_type = NULL, body = NULL, \
+     locked_until_ms = excluded.locked_until_ms, expires_at_ms = excluded.expires_at_ms \
+     WHERE idempotency_keys.expires_at_ms <= $7 RETURNING 1";
+
+/// Inserts an order at version 1.
+const INSERT_ORDER: &str = concat!(
+    "INSERT INTO orders (",
+    order_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, $16, $16)"
+);
+
+/// Moves a saga: a compare-and-set on its version; returns the row when it applied.
+const ADVANCE_ORDER: &str = concat!(
+    "UPDATE orders SET saga_state = COALESCE($1, saga_state), step = COALESCE($2, step), \
+     status = COALESCE($3, status), reason = COALESCE($4, reason), attempts = $5, \
+     next_at_ms = $6, step_deadline_ms = $7, lease_owner = COALESCE($8, lease_owner), \
+     lease_until_ms = COALESCE($9, lease_until_ms), version = version + 1, updated_at_ms = $10 \
+     WHERE id = $11 AND version = $12 RETURNING ",
+    order_columns!()
+);
+
+/// Writes an event to the checkout outbox (once per event id).
+const INSERT_EVENT: &str = "INSERT INTO checkout_outbox (event_id, kind, order_id, payload, created_at_ms) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
 
 macro_rules! orders_store {
-    ($db:ty, $name:literal, $lock:literal) => {
+    ($db:ty, $name:literal, $lock:literal, $chained:literal) => {
         impl SqlStore<$db> {
             fn order_row(row: &<$db as sqlx::Database>::Row) -> Result<OrderRow> {
                 let get = |e: sqlx::Error| StoreError::from_sqlx(e);
@@ -393,6 +433,103 @@ macro_rules! orders_store {
                 })
             }
 
+            fn bind_claim<'q>(q: Query<'q, $db>, new: &NewOrder, at: i64) -> Query<'q, $db> {
+                q.bind(new.order.user_id.as_str())
+                    .bind(new.idempotency_key.as_str())
+                    .bind(new.request_hash.as_str())
+                    .bind(new.order.id.as_str())
+                    .bind(new.locked_until_ms)
+                    .bind(new.key_expires_at_ms)
+                    .bind(at)
+            }
+
+            fn bind_order<'q>(q: Query<'q, $db>, o: &OrderRow, at: i64) -> Query<'q, $db> {
+                q.bind(o.id.as_str())
+                    .bind(o.user_id.as_str())
+                    .bind(o.market.as_str())
+                    .bind(o.currency.as_str())
+                    .bind(o.total_minor)
+                    .bind(o.document.as_str())
+                    .bind(o.status.as_str())
+                    .bind(o.reason.as_deref())
+                    .bind(o.saga_state.as_str())
+                    .bind(o.step.as_str())
+                    .bind(o.attempts)
+                    .bind(o.next_at_ms)
+                    .bind(o.step_deadline_ms)
+                    .bind(o.lease_owner.as_str())
+                    .bind(o.lease_until_ms)
+                    .bind(if o.created_at_ms == 0 { at } else { o.created_at_ms })
+            }
+
+            fn bind_advance<'q>(q: Query<'q, $db>, a: &Advance, at: i64) -> Query<'q, $db> {
+                q.bind(a.saga_state.map(SagaState::as_str))
+                    .bind(a.step.as_deref())
+                    .bind(a.status.as_deref())
+                    .bind(a.reason.as_deref())
+                    .bind(a.attempts)
+                    .bind(a.next_at_ms)
+                    .bind(a.step_deadline_ms)
+                    .bind(a.lease.as_ref().map(|l| l.0.as_str()))
+                    .bind(a.lease.as_ref().map(|l| l.1))
+                    .bind(at)
+                    .bind(a.order_id.as_str())
+                    .bind(a.expected_version)
+            }
+
+            fn bind_log<'q>(
+                mut q: Query<'q, $db>,
+                order_id: &str,
+                lines: &[StepLog],
+                at: i64,
+            ) -> Query<'q, $db> {
+                q = q.bind(order_id);
+                for (k, line) in lines.iter().enumerate() {
+                    q = q
+                        .bind(i64::try_from(k).unwrap_or(i64::MAX).saturating_add(1))
+                        .bind(line.step.as_str())
+                        .bind(line.outcome.as_str())
+                        .bind(line.detail.as_str())
+                        .bind(if line.at_ms == 0 { at } else { line.at_ms });
+                }
+                q
+            }
+
+            fn bind_event<'q>(q: Query<'q, $db>, e: &NewEvent, at: i64) -> Query<'q, $db> {
+                q.bind(e.event_id.as_str())
+                    .bind(e.kind.as_str())
+                    .bind(e.order_id.as_str())
+                    .bind(e.payload.as_str())
+                    .bind(at)
+            }
+
+            /// The statements that append `log` and `events`, and binds their arguments
+            /// (in order) to a query.
+            fn append_statements(log: &[StepLog], events: &[NewEvent]) -> Vec<std::borrow::Cow<'static, str>> {
+                let mut texts: Vec<std::borrow::Cow<'static, str>> = log
+                    .chunks(LOG_LINES_PER_STATEMENT)
+                    .map(|chunk| saga_log_insert(chunk.len()).into())
+                    .collect();
+                texts.extend(events.iter().map(|_| INSERT_EVENT.into()));
+                texts
+            }
+
+            fn bind_append<'q>(
+                mut q: Query<'q, $db>,
+                order_id: &str,
+                log: &[StepLog],
+                events: &[NewEvent],
+                at: i64,
+            ) -> Query<'q, $db> {
+                for chunk in log.chunks(LOG_LINES_PER_STATEMENT) {
+                    q = Self::bind_log(q, order_id, chunk, at);
+                }
+                for e in events {
+                    q = Self::bind_event(q, e, at);
+                }
+                q
+            }
+
             async fn append(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 order_id: &str,
@@ -403,16 +540,10 @@ macro_rules! orders_store {
                 // One statement per chunk of lines, numbering them after the order's last
                 // line (which the statement reads itself).
                 for chunk in log.chunks(LOG_LINES_PER_STATEMENT) {
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(saga_log_insert(chunk.len()))).bind(order_id);
-                    for (k, line) in chunk.iter().enumerate() {
-                        q = q
-                            .bind(i64::try_from(k).unwrap_or(i64::MAX).saturating_add(1))
-                            .bind(line.step.as_str())
-                            .bind(line.outcome.as_str())
-                            .bind(line.detail.as_str())
-                            .bind(if line.at_ms == 0 { at } else { line.at_ms });
-                    }
-                    q.execute(&mut *conn).await.map_err(StoreError::from_sqlx)?;
+                    Self::bind_log(sqlx::query(sqlx::AssertSqlSafe(saga_log_insert(chunk.len()))), order_id, chunk, at)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
                 }
                 if !events.is_empty() {
                     if !$lock.is_empty() {
@@ -422,18 +553,10 @@ macro_rules! orders_store {
                             .map_err(StoreError::from_sqlx)?;
                     }
                     for e in events {
-                        sqlx::query(
-                            "INSERT INTO checkout_outbox (event_id, kind, order_id, payload, created_at_ms) \
-                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
-                        )
-                        .bind(e.event_id.as_str())
-                        .bind(e.kind.as_str())
-                        .bind(e.order_id.as_str())
-                        .bind(e.payload.as_str())
-                        .bind(at)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(StoreError::from_sqlx)?;
+                        Self::bind_event(sqlx::query(INSERT_EVENT), e, at)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
                     }
                 }
                 Ok(())
@@ -482,62 +605,41 @@ macro_rules! orders_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 new: &NewOrder,
                 at: i64,
+                pace: Pace,
             ) -> Result<Step<Created>> {
                 let o = &new.order;
-                // Takes the key when it is free or has expired.
-                let claimed = sqlx::query(
-                    "INSERT INTO idempotency_keys (user_id, key, request_hash, order_id, status, content_type, \
-                     body, locked_until_ms, expires_at_ms) VALUES ($1, $2, $3, $4, NULL, NULL, NULL, $5, $6) \
-                     ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, \
-                     order_id = excluded.order_id, status = NULL, content_type = NULL, body = NULL, \
-                     locked_until_ms = excluded.locked_until_ms, expires_at_ms = excluded.expires_at_ms \
-                     WHERE idempotency_keys.expires_at_ms <= $7",
-                )
-                .bind(o.user_id.as_str())
-                .bind(new.idempotency_key.as_str())
-                .bind(new.request_hash.as_str())
-                .bind(o.id.as_str())
-                .bind(new.locked_until_ms)
-                .bind(new.key_expires_at_ms)
-                .bind(at)
-                .execute(&mut *conn)
-                .await
-                .map_err(StoreError::from_sqlx)?
-                .rows_affected();
-                if claimed == 0 {
+                if $chained && pace == Pace::Fast {
+                    // Everything at once, betting that the key is free: the claim is the
+                    // only statement that returns a row.
+                    let mut texts: Vec<std::borrow::Cow<'static, str>> = vec![CLAIM_KEY.into(), INSERT_ORDER.into()];
+                    texts.extend(Self::append_statements(&new.log, &new.events));
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain(&texts)));
+                    q = Self::bind_claim(q, new, at);
+                    q = Self::bind_order(q, o, at);
+                    q = Self::bind_append(q, &o.id, &new.log, &new.events, at);
+                    let rows = q.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
+                    // Lost the bet: undo, and run again step by step.
+                    return Ok(if rows.len() == 1 { Step::Keep(Created::New) } else { Step::Undo(Created::New) });
+                }
+                let claimed = Self::bind_claim(sqlx::query(CLAIM_KEY), new, at)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                if claimed.is_none() {
                     // Nothing was written: report the key that is there.
                     return match Self::key_in(&mut *conn, &o.user_id, &new.idempotency_key).await? {
-                        Some(k) => Ok(Step::Undo(Created::Existing(k))),
+                        Some(k) => Ok(Step::Keep(Created::Existing(k))),
                         // Purged between the two statements: the caller retries.
                         None => Err(StoreError::Duplicate),
                     };
                 }
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                     $11, $12, $13, $14, $15, 1, $16, $16)"
-                )))
-                .bind(o.id.as_str())
-                .bind(o.user_id.as_str())
-                .bind(o.market.as_str())
-                .bind(o.currency.as_str())
-                .bind(o.total_minor)
-                .bind(o.document.as_str())
-                .bind(o.status.as_str())
-                .bind(o.reason.as_deref())
-                .bind(o.saga_state.as_str())
-                .bind(o.step.as_str())
-                .bind(o.attempts)
-                .bind(o.next_at_ms)
-                .bind(o.step_deadline_ms)
-                .bind(o.lease_owner.as_str())
-                .bind(o.lease_until_ms)
-                .bind(if o.created_at_ms == 0 { at } else { o.created_at_ms })
-                .execute(&mut *conn)
-                .await
-                .map_err(|e| match e {
-                    sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate,
-                    other => StoreError::from_sqlx(other),
-                })?;
+                Self::bind_order(sqlx::query(INSERT_ORDER), o, at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|e| match e {
+                        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Duplicate,
+                        other => StoreError::from_sqlx(other),
+                    })?;
                 Self::append(conn, &o.id, &new.log, &new.events, at).await?;
                 Ok(Step::Keep(Created::New))
             }
@@ -547,29 +649,27 @@ macro_rules! orders_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 a: &Advance,
                 at: i64,
+                pace: Pace,
             ) -> Result<Step<Option<OrderRow>>> {
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE orders SET saga_state = COALESCE($1, saga_state), step = COALESCE($2, step), \
-                     status = COALESCE($3, status), reason = COALESCE($4, reason), attempts = $5, \
-                     next_at_ms = $6, step_deadline_ms = $7, lease_owner = COALESCE($8, lease_owner), \
-                     lease_until_ms = COALESCE($9, lease_until_ms), version = version + 1, updated_at_ms = $10 \
-                     WHERE id = $11 AND version = $12 RETURNING {ORDER_COLUMNS}"
-                )))
-                .bind(a.saga_state.map(SagaState::as_str))
-                .bind(a.step.as_deref())
-                .bind(a.status.as_deref())
-                .bind(a.reason.as_deref())
-                .bind(a.attempts)
-                .bind(a.next_at_ms)
-                .bind(a.step_deadline_ms)
-                .bind(a.lease.as_ref().map(|l| l.0.as_str()))
-                .bind(a.lease.as_ref().map(|l| l.1))
-                .bind(at)
-                .bind(a.order_id.as_str())
-                .bind(a.expected_version)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(StoreError::from_sqlx)?;
+                if $chained && pace == Pace::Fast {
+                    // Everything at once, betting that the version matches: the move is
+                    // the only statement that returns a row.
+                    let mut texts: Vec<std::borrow::Cow<'static, str>> = vec![ADVANCE_ORDER.into()];
+                    texts.extend(Self::append_statements(&a.log, &a.events));
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain(&texts)));
+                    q = Self::bind_advance(q, a, at);
+                    q = Self::bind_append(q, &a.order_id, &a.log, &a.events, at);
+                    let rows = q.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
+                    return match rows.as_slice() {
+                        [row] => Ok(Step::Keep(Some(Self::order_row(row)?))),
+                        // Lost the bet: undo, and run again step by step.
+                        _ => Ok(Step::Undo(None)),
+                    };
+                }
+                let row = Self::bind_advance(sqlx::query(ADVANCE_ORDER), a, at)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
                 let Some(row) = row else {
                     return Ok(Step::Keep(None));
                 };
@@ -589,7 +689,7 @@ macro_rules! orders_store {
                 let started = std::time::Instant::now();
                 let at = now_ms();
                 let r = self
-                    .write(new.clone(), move |new, conn| Box::pin(Self::create_in(conn, new, at)))
+                    .write(new.clone(), move |new, conn, pace| Box::pin(Self::create_in(conn, new, at, pace)))
                     .await;
                 record($name, "create_order", started, &r);
                 r
@@ -686,7 +786,7 @@ macro_rules! orders_store {
                 let started = std::time::Instant::now();
                 let at = now_ms();
                 let r = self
-                    .write(a.clone(), move |a, conn| Box::pin(Self::advance_in(conn, a, at)))
+                    .write(a.clone(), move |a, conn, pace| Box::pin(Self::advance_in(conn, a, at, pace)))
                     .await;
                 record($name, "advance_saga", started, &r);
                 r
@@ -934,9 +1034,10 @@ macro_rules! orders_store {
     };
 }
 
-orders_store!(Sqlite, "sqlite", "");
+orders_store!(Sqlite, "sqlite", "", true);
 orders_store!(
     Postgres,
     "postgres",
-    "SELECT pg_advisory_xact_lock(7368212)"
+    "SELECT pg_advisory_xact_lock(7368212)",
+    false
 );

@@ -26,6 +26,7 @@
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
 
+use crate::group::chain;
 use crate::metrics::record;
 use crate::sql::{SqlStore, now_ms};
 use crate::{Result, StoreError};
@@ -294,8 +295,71 @@ fn positive(what: &str, amount_minor: i64) -> Result<()> {
     }
 }
 
+/// A query on database `DB` with its arguments.
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+/// Appends one provider call to the operations log.
+const LOG_CALL: &str = "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+/// A `voided` tombstone for an order without a payment.
+const VOID_TOMBSTONE: &str = concat!(
+    "INSERT INTO payments (",
+    columns!(),
+    ") \
+     VALUES ($1, 0, '', 'voided', NULL, 0, 0, 0, NULL, $2, $2) \
+     ON CONFLICT (order_id) DO NOTHING RETURNING ",
+    columns!()
+);
+
+/// `authorizing` → `voided`, without an authorization.
+const VOID_AUTHORIZING: &str = concat!(
+    "UPDATE payments SET state = 'voided', updated_at_ms = $2 \
+     WHERE order_id = $1 AND state = 'authorizing' RETURNING ",
+    columns!()
+);
+
+/// The conditional statement of `update` (`$1` the order, then its fields, then the
+/// time), or `None` for a void without an authorization, which takes two.
+fn update_statement(update: &PaymentUpdate) -> Option<&'static str> {
+    Some(match update {
+        PaymentUpdate::Authorized { .. } => concat!(
+            "UPDATE payments SET state = 'authorized', provider_ref = $2, updated_at_ms = $3 \
+             WHERE order_id = $1 AND state = 'authorizing' RETURNING ",
+            columns!()
+        ),
+        PaymentUpdate::Declined { .. } => concat!(
+            "UPDATE payments SET state = 'declined', decline_reason = $2, updated_at_ms = $3 \
+             WHERE order_id = $1 AND state = 'authorizing' RETURNING ",
+            columns!()
+        ),
+        PaymentUpdate::Voided { provider_ref: None } => return None,
+        PaymentUpdate::Voided {
+            provider_ref: Some(_),
+        } => concat!(
+            "UPDATE payments SET state = 'voided', provider_ref = $2, updated_at_ms = $3 \
+             WHERE order_id = $1 AND (state IN ('authorizing', 'authorized') \
+             OR (state = 'voided' AND provider_ref IS NULL)) RETURNING ",
+            columns!()
+        ),
+        PaymentUpdate::Captured { .. } => concat!(
+            "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
+             WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 RETURNING ",
+            columns!()
+        ),
+        PaymentUpdate::Refund { .. } => concat!(
+            "UPDATE payments SET refunded_minor = refunded_minor + $3, refunds = refunds + 1, \
+             state = CASE WHEN refunded_minor + $3 = captured_minor THEN 'refunded' ELSE 'captured' END, \
+             updated_at_ms = $4 \
+             WHERE order_id = $1 AND state = 'captured' AND refunds = $2 \
+             AND refunded_minor + $3 <= captured_minor RETURNING ",
+            columns!()
+        ),
+    })
+}
+
 macro_rules! payments_store {
-    ($db:ty, $name:literal) => {
+    ($db:ty, $name:literal, $chained:literal) => {
         impl SqlStore<$db> {
             fn decode_payment(row: &<$db as sqlx::Database>::Row) -> Result<PaymentRecord> {
                 let get = |e: sqlx::Error| StoreError::from_sqlx(e);
@@ -349,111 +413,64 @@ macro_rules! payments_store {
                     None => Transition::Missing,
                 })
             }
-            /// The statement of `update` on the order's payment, and what it did.
+            /// Binds the arguments of [`update_statement`]`(update)`.
+            fn bind_update<'q>(
+                q: Query<'q, $db>,
+                order_id: &str,
+                update: &PaymentUpdate,
+                at: i64,
+            ) -> Query<'q, $db> {
+                let q = q.bind(order_id);
+                match update {
+                    PaymentUpdate::Authorized { provider_ref } => q.bind(provider_ref.as_str()).bind(at),
+                    PaymentUpdate::Declined { reason } => q.bind(reason.as_str()).bind(at),
+                    PaymentUpdate::Voided { provider_ref } => q.bind(provider_ref.as_deref()).bind(at),
+                    PaymentUpdate::Captured { amount_minor } => q.bind(*amount_minor).bind(at),
+                    PaymentUpdate::Refund { seq, amount_minor } => q.bind(*seq).bind(*amount_minor).bind(at),
+                }
+            }
+
+            /// The statements of `update` on the order's payment, and what they did.
             async fn apply_in(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 order_id: &str,
                 update: &PaymentUpdate,
                 at: i64,
             ) -> Result<Transition> {
-                let row = match update {
-                    PaymentUpdate::Authorized { provider_ref } => {
-                        let sql = concat!(
-                            "UPDATE payments SET state = 'authorized', provider_ref = $2, updated_at_ms = $3 \
-                             WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                        );
-                        sqlx::query(sql)
-                            .bind(order_id)
-                            .bind(provider_ref.as_str())
-                            .bind(at)
-                            .fetch_optional(&mut *conn)
-                            .await
-                    }
-                    PaymentUpdate::Declined { reason } => {
-                        let sql = concat!(
-                            "UPDATE payments SET state = 'declined', decline_reason = $2, updated_at_ms = $3 \
-                             WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                        );
-                        sqlx::query(sql)
-                            .bind(order_id)
-                            .bind(reason.as_str())
-                            .bind(at)
-                            .fetch_optional(&mut *conn)
-                            .await
-                    }
-                    PaymentUpdate::Voided { provider_ref: None } => {
-                        // Two statements, each of which would stand alone.
-                        let sql = concat!(
-                            "INSERT INTO payments (", columns!(), ") \
-                             VALUES ($1, 0, '', 'voided', NULL, 0, 0, 0, NULL, $2, $2) \
-                             ON CONFLICT (order_id) DO NOTHING RETURNING ", columns!(), ""
-                        );
-                        let tombstone = sqlx::query(sql)
+                let row = match update_statement(update) {
+                    Some(sql) => Self::bind_update(sqlx::query(sql), order_id, update, at)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?,
+                    None => {
+                        // A void without an authorization: a tombstone, or an `authorizing`
+                        // payment voided. Two statements, each of which would stand alone.
+                        let tombstone = sqlx::query(VOID_TOMBSTONE)
                             .bind(order_id)
                             .bind(at)
                             .fetch_optional(&mut *conn)
                             .await
                             .map_err(StoreError::from_sqlx)?;
                         match tombstone {
-                            Some(row) => Ok(Some(row)),
-                            None => {
-                                let sql = concat!(
-                                    "UPDATE payments SET state = 'voided', updated_at_ms = $2 \
-                                     WHERE order_id = $1 AND state = 'authorizing' RETURNING ", columns!(), ""
-                                );
-                                sqlx::query(sql)
-                                    .bind(order_id)
-                                    .bind(at)
-                                    .fetch_optional(&mut *conn)
-                                    .await
-                            }
+                            Some(row) => Some(row),
+                            None => sqlx::query(VOID_AUTHORIZING)
+                                .bind(order_id)
+                                .bind(at)
+                                .fetch_optional(&mut *conn)
+                                .await
+                                .map_err(StoreError::from_sqlx)?,
                         }
                     }
-                    PaymentUpdate::Voided { provider_ref: Some(provider_ref) } => {
-                        let sql = concat!(
-                            "UPDATE payments SET state = 'voided', provider_ref = $2, updated_at_ms = $3 \
-                             WHERE order_id = $1 AND (state IN ('authorizing', 'authorized') \
-                             OR (state = 'voided' AND provider_ref IS NULL)) RETURNING ", columns!()
-                        );
-                        sqlx::query(sql)
-                            .bind(order_id)
-                            .bind(provider_ref.as_str())
-                            .bind(at)
-                            .fetch_optional(&mut *conn)
-                            .await
-                    }
-                    PaymentUpdate::Captured { amount_minor } => {
-                        let sql = concat!(
-                            "UPDATE payments SET state = 'captured', captured_minor = $2, updated_at_ms = $3 \
-                             WHERE order_id = $1 AND state = 'authorized' AND amount_minor >= $2 \
-                             RETURNING ", columns!(), ""
-                        );
-                        sqlx::query(sql)
-                            .bind(order_id)
-                            .bind(*amount_minor)
-                            .bind(at)
-                            .fetch_optional(&mut *conn)
-                            .await
-                    }
-                    PaymentUpdate::Refund { seq, amount_minor } => {
-                        let sql = concat!(
-                            "UPDATE payments SET refunded_minor = refunded_minor + $3, refunds = refunds + 1, \
-                             state = CASE WHEN refunded_minor + $3 = captured_minor THEN 'refunded' ELSE 'captured' END, \
-                             updated_at_ms = $4 \
-                             WHERE order_id = $1 AND state = 'captured' AND refunds = $2 \
-                             AND refunded_minor + $3 <= captured_minor RETURNING ", columns!(), ""
-                        );
-                        sqlx::query(sql)
-                            .bind(order_id)
-                            .bind(*seq)
-                            .bind(*amount_minor)
-                            .bind(at)
-                            .fetch_optional(&mut *conn)
-                            .await
-                    }
-                }
-                .map_err(StoreError::from_sqlx)?;
+                };
                 Self::transition(conn, order_id, row).await
+            }
+
+            fn bind_call<'q>(q: Query<'q, $db>, call: &PaymentOperation, at: i64) -> Query<'q, $db> {
+                q.bind(call.order_id.as_str())
+                    .bind(call.op.as_str())
+                    .bind(call.idempotency_key.as_str())
+                    .bind(call.outcome.as_str())
+                    .bind(if call.at_ms == 0 { at } else { call.at_ms })
             }
 
             /// Appends `call` to the operations log.
@@ -462,19 +479,11 @@ macro_rules! payments_store {
                 call: &PaymentOperation,
                 at: i64,
             ) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO payment_operations (order_id, op, idempotency_key, outcome, at_ms) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(call.order_id.as_str())
-                .bind(call.op.as_str())
-                .bind(call.idempotency_key.as_str())
-                .bind(call.outcome.as_str())
-                .bind(if call.at_ms == 0 { at } else { call.at_ms })
-                .execute(&mut *conn)
-                .await
-                .map(|_| ())
-                .map_err(StoreError::from_sqlx)
+                Self::bind_call(sqlx::query(LOG_CALL), call, at)
+                    .execute(&mut *conn)
+                    .await
+                    .map(|_| ())
+                    .map_err(StoreError::from_sqlx)
             }
 
             /// Validates `update`, then runs it (after logging `call`, if any) as one write.
@@ -493,6 +502,17 @@ macro_rules! payments_store {
                 let at = now_ms();
                 let data = (order_id.to_owned(), call.cloned(), update);
                 self.write_one(data, move |(order_id, call, update), conn| Box::pin(async move {
+                    if $chained
+                        && let (Some(call), Some(sql)) = (call, update_statement(update))
+                    {
+                        // Both statements in one round trip; as when sent one by one, a
+                        // failing log stops the update and a failing update keeps the log.
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(chain(&[LOG_CALL, sql])));
+                        q = Self::bind_call(q, call, at);
+                        q = Self::bind_update(q, order_id, update, at);
+                        let rows = q.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
+                        return Self::transition(conn, order_id, rows.into_iter().next()).await;
+                    }
                     if let Some(call) = call {
                         Self::log_in(conn, call, at).await?;
                     }
@@ -687,5 +707,5 @@ macro_rules! payments_store {
     };
 }
 
-payments_store!(Sqlite, "sqlite");
-payments_store!(Postgres, "postgres");
+payments_store!(Sqlite, "sqlite", true);
+payments_store!(Postgres, "postgres", false);

@@ -29,6 +29,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -146,7 +147,64 @@ pub struct LedgerEntry {
 pub struct ProviderSimulator {
     config: SimulatorConfig,
     draws: Mutex<Draws>,
-    ledger: tokio::sync::Mutex<SqliteConnection>,
+    ledger: Ledger,
+}
+
+/// Work for the ledger's connection.
+type LedgerJob = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, ()> + Send>;
+
+/// A boxed future that may borrow for `'a`.
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The ledger's connection, owned by a thread of its own that runs one request at a
+/// time. Each request is several round trips to SQLite; as a task among the request
+/// tasks, every round trip could wait for a busy runtime worker while the ledger is
+/// locked, and all calls queue behind that.
+struct Ledger {
+    jobs: tokio::sync::mpsc::Sender<LedgerJob>,
+}
+
+impl Ledger {
+    /// Most requests waiting for the ledger; callers beyond it wait for room.
+    const QUEUE: usize = 1024;
+
+    fn start(mut conn: SqliteConnection) -> std::io::Result<Self> {
+        let (jobs, mut queue) = tokio::sync::mpsc::channel::<LedgerJob>(Self::QUEUE);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("psp-simulator-ledger".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    while let Some(job) = queue.recv().await {
+                        job(&mut conn).await;
+                    }
+                    let _ = conn.close().await;
+                });
+            })?;
+        Ok(Ledger { jobs })
+    }
+
+    /// Runs `f` on the ledger's connection, after the requests queued before it.
+    async fn run<T, F>(&self, f: F) -> Result<T, sqlx::Error>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, T> + Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: LedgerJob = Box::new(move |conn| {
+            Box::pin(async move {
+                // The caller may have gone away: nothing to tell.
+                let _ = reply.send(f(conn).await);
+            })
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| sqlx::Error::WorkerCrashed)?;
+        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)
+    }
 }
 
 /// The random and scripted inputs of the calls.
@@ -157,26 +215,26 @@ struct Draws {
 }
 
 /// What one call is asked to do.
-enum Request<'a> {
+enum Request {
     Authorize {
         amount_minor: i64,
-        currency: &'a str,
-        method_token: &'a str,
+        currency: String,
+        method_token: String,
     },
     Capture {
-        auth_ref: &'a str,
+        auth_ref: String,
         amount_minor: i64,
     },
     Void {
-        auth_ref: &'a str,
+        auth_ref: String,
     },
     Refund {
-        auth_ref: &'a str,
+        auth_ref: String,
         amount_minor: i64,
     },
 }
 
-impl Request<'_> {
+impl Request {
     /// What identifies the request under its key: another request under the same key is
     /// refused.
     fn fingerprint(&self) -> String {
@@ -292,7 +350,7 @@ impl ProviderSimulator {
                 script: VecDeque::new(),
                 random_faults: true,
             }),
-            ledger: tokio::sync::Mutex::new(conn),
+            ledger: Ledger::start(conn).map_err(sqlx::Error::Io)?,
         })
     }
 
@@ -320,9 +378,11 @@ impl ProviderSimulator {
 
     /// Everything the provider holds, one entry per authorization, oldest first.
     pub async fn ledger(&self) -> Result<Vec<LedgerEntry>, SimulatorError> {
-        let mut conn = self.ledger.lock().await;
         let sql = sqlx::AssertSqlSafe(format!("{ENTRY_COLUMNS} ORDER BY at_ms, auth_ref"));
-        let rows = sqlx::query(sql).fetch_all(&mut *conn).await?;
+        let rows = self
+            .ledger
+            .run(|conn| Box::pin(sqlx::query(sql).fetch_all(conn)))
+            .await??;
         Ok(rows.iter().map(decode_entry).collect::<Result<_, _>>()?)
     }
 
@@ -331,22 +391,24 @@ impl ProviderSimulator {
         &self,
         authorize_key: &str,
     ) -> Result<Option<LedgerEntry>, SimulatorError> {
-        let mut conn = self.ledger.lock().await;
         let sql = sqlx::AssertSqlSafe(format!("{ENTRY_COLUMNS} WHERE authorize_key = $1"));
-        let row = sqlx::query(sql)
-            .bind(authorize_key)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let key = authorize_key.to_owned();
+        let row = self
+            .ledger
+            .run(|conn| Box::pin(sqlx::query(sql).bind(key).fetch_optional(conn)))
+            .await??;
         Ok(row.as_ref().map(decode_entry).transpose()?)
     }
 
     /// How many requests the provider recorded under idempotency keys (each effect or
     /// decline once, however often it was replayed).
     pub async fn recorded_requests(&self) -> Result<i64, SimulatorError> {
-        let mut conn = self.ledger.lock().await;
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM sim_requests")
-            .fetch_one(&mut *conn)
-            .await?)
+        Ok(self
+            .ledger
+            .run(|conn| {
+                Box::pin(sqlx::query_scalar("SELECT COUNT(*) FROM sim_requests").fetch_one(conn))
+            })
+            .await??)
     }
 
     fn draws(&self) -> std::sync::MutexGuard<'_, Draws> {
@@ -392,9 +454,15 @@ impl ProviderSimulator {
     }
 
     /// Runs one keyed request: replays it, refuses it, or applies and records it.
-    async fn call(&self, key: &str, request: Request<'_>) -> Result<Answer, ProviderError> {
+    async fn call(&self, key: &str, request: Request) -> Result<Answer, ProviderError> {
         let (lose_reply, decline) = self.arrive().await?;
-        let answer = self.apply(key, &request, decline).await;
+        let key = key.to_owned();
+        let answer = self
+            .ledger
+            .run(move |conn| Box::pin(async move { apply(conn, &key, &request, decline).await }))
+            .await
+            .map_err(ledger_failure)
+            .and_then(|answer| answer);
         if lose_reply {
             return Err(ProviderError::Timeout);
         }
@@ -403,54 +471,56 @@ impl ProviderSimulator {
             other => Ok(other),
         }
     }
+}
 
-    async fn apply(
-        &self,
-        key: &str,
-        request: &Request<'_>,
-        decline: bool,
-    ) -> Result<Answer, ProviderError> {
-        let fingerprint = request.fingerprint();
-        let mut conn = self.ledger.lock().await;
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(ledger_failure)?;
-        let seen =
-            sqlx::query("SELECT request, answer FROM sim_requests WHERE idempotency_key = $1")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(ledger_failure)?;
-        if let Some(row) = seen {
-            let earlier: String = row.try_get(0).map_err(ledger_failure)?;
-            if earlier != fingerprint {
-                return rejected(format!(
-                    "idempotency key {key:?} was used for another request ({earlier})"
-                ));
-            }
-            let answer: String = row.try_get(1).map_err(ledger_failure)?;
-            return Answer::decode(&answer);
+/// Runs one keyed request on the ledger: replays it, refuses it, or applies and records
+/// it.
+async fn apply(
+    conn: &mut SqliteConnection,
+    key: &str,
+    request: &Request,
+    decline: bool,
+) -> Result<Answer, ProviderError> {
+    let fingerprint = request.fingerprint();
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(ledger_failure)?;
+    let seen = sqlx::query("SELECT request, answer FROM sim_requests WHERE idempotency_key = $1")
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(ledger_failure)?;
+    if let Some(row) = seen {
+        let earlier: String = row.try_get(0).map_err(ledger_failure)?;
+        if earlier != fingerprint {
+            return rejected(format!(
+                "idempotency key {key:?} was used for another request ({earlier})"
+            ));
         }
-        let answer = match *request {
-            Request::Authorize {
-                amount_minor,
-                currency,
-                method_token,
-            } => {
-                if amount_minor <= 0 || currency.is_empty() {
-                    return rejected(format!("cannot authorize {amount_minor} {currency:?}"));
-                }
-                if method_token == DECLINE_TOKEN {
-                    Answer::Declined("card_declined".into())
-                } else if decline {
-                    Answer::Declined("insufficient_funds".into())
-                } else {
-                    let auth_ref = format!(
-                        "simauth_{:016x}",
-                        xxhash_rust::xxh3::xxh3_64(key.as_bytes())
-                    );
-                    sqlx::query(
+        let answer: String = row.try_get(1).map_err(ledger_failure)?;
+        return Answer::decode(&answer);
+    }
+    let answer = match request {
+        Request::Authorize {
+            amount_minor,
+            currency,
+            method_token,
+        } => {
+            let amount_minor = *amount_minor;
+            if amount_minor <= 0 || currency.is_empty() {
+                return rejected(format!("cannot authorize {amount_minor} {currency:?}"));
+            }
+            if method_token == DECLINE_TOKEN {
+                Answer::Declined("card_declined".into())
+            } else if decline {
+                Answer::Declined("insufficient_funds".into())
+            } else {
+                let auth_ref = format!(
+                    "simauth_{:016x}",
+                    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+                );
+                sqlx::query(
                         "INSERT INTO sim_authorizations (auth_ref, authorize_key, amount_minor, currency, at_ms) \
                          VALUES ($1, $2, $3, $4, $5)",
                     )
@@ -462,66 +532,68 @@ impl ProviderSimulator {
                     .execute(&mut *tx)
                     .await
                     .map_err(ledger_failure)?;
-                    Answer::Authorized(auth_ref)
-                }
+                Answer::Authorized(auth_ref)
             }
-            Request::Capture {
-                auth_ref,
-                amount_minor,
-            } => {
-                let Some((amount, captured, voided, _)) = auth(&mut tx, auth_ref).await? else {
-                    return rejected(format!("no authorization {auth_ref}"));
-                };
-                if voided > 0 {
-                    return rejected(format!("authorization {auth_ref} is voided"));
-                }
-                if captured > 0 {
-                    return rejected(format!("authorization {auth_ref} is captured already"));
-                }
-                if amount_minor <= 0 || amount_minor > amount {
-                    return rejected(format!("cannot capture {amount_minor} of {amount}"));
-                }
-                update(
+        }
+        Request::Capture {
+            auth_ref,
+            amount_minor,
+        } => {
+            let amount_minor = *amount_minor;
+            let Some((amount, captured, voided, _)) = auth(&mut tx, auth_ref).await? else {
+                return rejected(format!("no authorization {auth_ref}"));
+            };
+            if voided > 0 {
+                return rejected(format!("authorization {auth_ref} is voided"));
+            }
+            if captured > 0 {
+                return rejected(format!("authorization {auth_ref} is captured already"));
+            }
+            if amount_minor <= 0 || amount_minor > amount {
+                return rejected(format!("cannot capture {amount_minor} of {amount}"));
+            }
+            update(
                     &mut tx,
                     "UPDATE sim_authorizations SET captured_minor = $2, captures = captures + 1 WHERE auth_ref = $1",
                     auth_ref,
                     amount_minor,
                 )
                 .await?;
-                Answer::Done
+            Answer::Done
+        }
+        Request::Void { auth_ref } => {
+            let Some((amount, captured, voided, _)) = auth(&mut tx, auth_ref).await? else {
+                return rejected(format!("no authorization {auth_ref}"));
+            };
+            if voided > 0 {
+                return rejected(format!("authorization {auth_ref} is voided already"));
             }
-            Request::Void { auth_ref } => {
-                let Some((amount, captured, voided, _)) = auth(&mut tx, auth_ref).await? else {
-                    return rejected(format!("no authorization {auth_ref}"));
-                };
-                if voided > 0 {
-                    return rejected(format!("authorization {auth_ref} is voided already"));
-                }
-                if captured > 0 {
-                    return rejected(format!("authorization {auth_ref} is captured"));
-                }
-                update(
-                    &mut tx,
-                    "UPDATE sim_authorizations SET voided_minor = $2 WHERE auth_ref = $1",
-                    auth_ref,
-                    amount,
-                )
-                .await?;
-                Answer::Done
+            if captured > 0 {
+                return rejected(format!("authorization {auth_ref} is captured"));
             }
-            Request::Refund {
+            update(
+                &mut tx,
+                "UPDATE sim_authorizations SET voided_minor = $2 WHERE auth_ref = $1",
                 auth_ref,
-                amount_minor,
-            } => {
-                let Some((_, captured, _, refunded)) = auth(&mut tx, auth_ref).await? else {
-                    return rejected(format!("no authorization {auth_ref}"));
-                };
-                if amount_minor <= 0 || refunded + amount_minor > captured {
-                    return rejected(format!(
-                        "cannot refund {amount_minor}: {refunded} of {captured} captured is refunded"
-                    ));
-                }
-                update(
+                amount,
+            )
+            .await?;
+            Answer::Done
+        }
+        Request::Refund {
+            auth_ref,
+            amount_minor,
+        } => {
+            let amount_minor = *amount_minor;
+            let Some((_, captured, _, refunded)) = auth(&mut tx, auth_ref).await? else {
+                return rejected(format!("no authorization {auth_ref}"));
+            };
+            if amount_minor <= 0 || refunded + amount_minor > captured {
+                return rejected(format!(
+                    "cannot refund {amount_minor}: {refunded} of {captured} captured is refunded"
+                ));
+            }
+            update(
                     &mut tx,
                     "UPDATE sim_authorizations SET refunded_minor = refunded_minor + $2, refunds = refunds + 1 \
                      WHERE auth_ref = $1",
@@ -529,10 +601,10 @@ impl ProviderSimulator {
                     amount_minor,
                 )
                 .await?;
-                Answer::Done
-            }
-        };
-        sqlx::query(
+            Answer::Done
+        }
+    };
+    sqlx::query(
             "INSERT INTO sim_requests (idempotency_key, request, answer, at_ms) VALUES ($1, $2, $3, $4)",
         )
         .bind(key)
@@ -542,9 +614,8 @@ impl ProviderSimulator {
         .execute(&mut *tx)
         .await
         .map_err(ledger_failure)?;
-        tx.commit().await.map_err(ledger_failure)?;
-        Ok(answer)
-    }
+    tx.commit().await.map_err(ledger_failure)?;
+    Ok(answer)
 }
 
 /// (authorized, captured, voided, refunded) of one authorization.
@@ -611,8 +682,8 @@ impl PaymentProvider for ProviderSimulator {
     ) -> Result<ProviderAuth, ProviderError> {
         let request = Request::Authorize {
             amount_minor,
-            currency,
-            method_token,
+            currency: currency.to_owned(),
+            method_token: method_token.to_owned(),
         };
         match self.call(idempotency_key, request).await? {
             Answer::Authorized(auth_ref) => Ok(ProviderAuth { auth_ref }),
@@ -629,13 +700,14 @@ impl PaymentProvider for ProviderSimulator {
         amount_minor: i64,
     ) -> Result<(), ProviderError> {
         let request = Request::Capture {
-            auth_ref,
+            auth_ref: auth_ref.to_owned(),
             amount_minor,
         };
         self.call(idempotency_key, request).await.map(|_| ())
     }
 
     async fn void(&self, idempotency_key: &str, auth_ref: &str) -> Result<(), ProviderError> {
+        let auth_ref = auth_ref.to_owned();
         self.call(idempotency_key, Request::Void { auth_ref })
             .await
             .map(|_| ())
@@ -648,7 +720,7 @@ impl PaymentProvider for ProviderSimulator {
         amount_minor: i64,
     ) -> Result<(), ProviderError> {
         let request = Request::Refund {
-            auth_ref,
+            auth_ref: auth_ref.to_owned(),
             amount_minor,
         };
         self.call(idempotency_key, request).await.map(|_| ())
@@ -663,13 +735,21 @@ impl PaymentProvider for ProviderSimulator {
         if lose_reply {
             return Err(ProviderError::Timeout);
         }
-        let mut conn = self.ledger.lock().await;
-        let auth_ref: Option<String> =
-            sqlx::query_scalar("SELECT auth_ref FROM sim_authorizations WHERE authorize_key = $1")
-                .bind(authorize_idempotency_key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(ledger_failure)?;
+        let key = authorize_idempotency_key.to_owned();
+        let auth_ref: Option<String> = self
+            .ledger
+            .run(|conn| {
+                Box::pin(
+                    sqlx::query_scalar(
+                        "SELECT auth_ref FROM sim_authorizations WHERE authorize_key = $1",
+                    )
+                    .bind(key)
+                    .fetch_optional(conn),
+                )
+            })
+            .await
+            .and_then(|r| r)
+            .map_err(ledger_failure)?;
         Ok(auth_ref.map(|auth_ref| ProviderAuth { auth_ref }))
     }
 }

@@ -85,7 +85,7 @@ fn write(store: &Arc<SqlStore<Sqlite>>, n: usize) -> tokio::task::JoinHandle<Res
             }
             k => {
                 store
-                    .write((sku, n, k), |(sku, n, k), conn| {
+                    .write((sku, n, k), |(sku, n, k), conn, _| {
                         Box::pin(async move {
                             insert(conn, sku, 1).await?;
                             match k {
@@ -213,7 +213,7 @@ async fn many_concurrent_writers_get_their_own_results() {
             let store = store.clone();
             tokio::spawn(async move {
                 let (before, after) = store
-                    .write(n, |n, conn| {
+                    .write(n, |n, conn, _| {
                         Box::pin(async move {
                             let after: i64 = sqlx::query_scalar(
                                 "UPDATE stock SET available = available + $1 WHERE sku = 'counter' RETURNING available",
@@ -261,4 +261,22 @@ async fn a_closed_store_refuses_writes() {
         .write_one((), |(), conn| Box::pin(insert(conn, "b", 1)))
         .await;
     assert!(matches!(after, Err(StoreError::Closed)), "{after:?}");
+}
+
+#[test]
+fn chain_renumbers_each_statement_after_the_ones_before() {
+    use super::chain;
+    assert_eq!(chain(&["SELECT $1"]), "SELECT $1");
+    assert_eq!(
+        chain(&[
+            "INSERT INTO t VALUES ($1, $2, $1)",
+            "UPDATE t SET a = $2 WHERE b = $1",
+            "DELETE FROM t"
+        ]),
+        "INSERT INTO t VALUES ($1, $2, $1); UPDATE t SET a = $4 WHERE b = $3; DELETE FROM t"
+    );
+    assert_eq!(
+        chain(&["SELECT $10", "SELECT $1"]),
+        "SELECT $10; SELECT $11"
+    );
 }
