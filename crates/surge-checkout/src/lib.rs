@@ -65,7 +65,7 @@ pub fn build(
     let inventory = inventory::Inventory::new(stores.inventory, &config.inventory);
     let payments = payments::Payments::new(stores.payments, provider);
     let saga = Orchestrator::new(stores.orders, inventory, payments, config, stop);
-    let ms = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let ms = saga::driver::ms;
     let api = api::Api {
         saga: saga.clone(),
         pricing,

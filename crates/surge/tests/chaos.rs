@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use common::{Http, Surge};
 use rand::Rng;
 use serde_json::{Value, json};
-use tokio::sync::RwLock;
+use tokio::sync::watch;
 
 const HOT: &str = "HOT-1:m1";
 const HOT_STOCK: i64 = 12;
@@ -66,6 +66,10 @@ fn surge_env(flaky: bool) -> Vec<(&'static str, &'static str)> {
 fn start(dir: &std::path::Path, flaky: bool) -> Surge {
     Surge::spawn_env(&["up"], dir, &surge_env(flaky))
 }
+
+/// How long a client waits before sending a key again after a 409 or 503, unless the
+/// process restarts first.
+const RETRY: Duration = Duration::from_millis(50);
 
 /// What the clients saw: per (user, key), the order ids answered.
 type Answers = Arc<std::sync::Mutex<HashMap<(String, String), HashSet<String>>>>;
@@ -128,9 +132,10 @@ async fn seed(http: &Http, base: &str) -> Vec<(String, String)> {
 /// One client: checkouts until `until`, each retried with its key until answered.
 async fn client(
     http: Http,
-    base: Arc<RwLock<String>>,
+    mut base: watch::Receiver<String>,
     users: Arc<Vec<(String, String)>>,
     answers: Answers,
+    acks: Arc<watch::Sender<usize>>,
     until: Instant,
     worker: usize,
 ) {
@@ -156,7 +161,7 @@ async fn client(
         // server fails the test instead of hanging it).
         let give_up = Instant::now() + Duration::from_secs(60);
         loop {
-            let url = format!("{}/checkout", base.read().await);
+            let url = format!("{}/checkout", *base.borrow_and_update());
             let r = http
                 .send_headers(
                     "POST",
@@ -176,6 +181,7 @@ async fn client(
                         .entry((user.clone(), key.clone()))
                         .or_default()
                         .insert(id);
+                    acks.send_modify(|n| *n += 1);
                     break;
                 }
                 // Sold out from memory: final, no order.
@@ -183,10 +189,11 @@ async fn client(
                 Ok((s, b)) if (400..500).contains(&s) && s != 409 && s != 429 => {
                     panic!("client error {s}: {}", String::from_utf8_lossy(&b))
                 }
-                // In use, overloaded, or the process is down: the same key again.
+                // In use, overloaded, or the process is down: the same key again once
+                // the process has restarted, or after a short delay.
                 _ => {
                     assert!(Instant::now() < give_up, "key {key} never got an answer");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = tokio::time::timeout(RETRY, base.changed()).await;
                 }
             }
         }
@@ -212,31 +219,40 @@ async fn checkouts_survive_sigkill_without_overselling_double_charging_or_losing
     let surge = start(dir.path(), true);
     ready(&http, &surge.base).await;
     let users = Arc::new(seed(&http, &surge.base).await);
-    let base = Arc::new(RwLock::new(surge.base.clone()));
+    let (base, base_rx) = watch::channel(surge.base.clone());
     let answers: Answers = Arc::default();
+    let acks = Arc::new(watch::Sender::new(0_usize));
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut clients = Vec::new();
     for w in 0..WORKERS {
         clients.push(tokio::spawn(client(
             http.clone(),
-            base.clone(),
+            base_rx.clone(),
             users.clone(),
             answers.clone(),
+            acks.clone(),
             until,
             w,
         )));
     }
 
-    // The killer: SIGKILL at random moments, restart at once.
+    // The killer: SIGKILL in the middle of the traffic — after a random number of
+    // further acknowledged checkouts, or at the latest after its share of the run —
+    // and restart at once.
     let mut surge = surge;
+    let mut acked = acks.subscribe();
     for k in 0..kills {
         let left = until.saturating_duration_since(Instant::now());
-        let nap = left / u32::try_from(kills - k + 1).unwrap_or(1);
-        let jitter = rand::rng().random_range(0.5..1.5);
-        tokio::time::sleep(nap.mul_f64(jitter)).await;
+        let share = left / u32::try_from(kills - k + 1).unwrap_or(1);
+        let (more, jitter) = {
+            let mut rng = rand::rng();
+            (rng.random_range(10..200), rng.random_range(0.5..1.5))
+        };
+        let target = *acked.borrow() + more;
+        let _ = tokio::time::timeout(share.mul_f64(jitter), acked.wait_for(|n| *n >= target)).await;
         surge.kill9();
         surge = start(dir.path(), true);
-        *base.write().await = surge.base.clone();
+        base.send_replace(surge.base.clone());
     }
     for c in clients {
         c.await.unwrap();
@@ -245,21 +261,12 @@ async fn checkouts_survive_sigkill_without_overselling_double_charging_or_losing
     surge.kill9();
     let surge = start(dir.path(), false);
     ready(&http, &surge.base).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (s, v) = http
-            .get_json(&format!("{}/admin/sagas?limit=10", surge.base))
-            .await;
-        assert_eq!(s, 200, "{v}");
-        if v["sagas"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "sagas still not done after settling: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let open = format!("{}/admin/sagas?limit=10", surge.base);
+    common::poll_until(Duration::from_secs(60), "every saga done", || async {
+        let (s, v) = http.get_json(&open).await;
+        s == 200 && v["sagas"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
     surge.kill9();
 
     let answers = answers.lock().unwrap().clone();

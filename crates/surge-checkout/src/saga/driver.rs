@@ -74,6 +74,8 @@ struct Inner {
     active: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
+    /// Bumped whenever a saga driven here moves (for waiting on progress).
+    progress: watch::Sender<u64>,
 }
 
 /// Removes a saga from the active set when its task ends, however it ends.
@@ -91,7 +93,8 @@ impl Drop for Active {
     }
 }
 
-fn ms(v: u64) -> i64 {
+/// A duration in ms as the stores' i64, saturating.
+pub(crate) fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -126,6 +129,7 @@ impl Orchestrator {
                 active: Mutex::default(),
                 permits: Arc::new(Semaphore::new(s.max_active)),
                 stop,
+                progress: watch::Sender::new(0),
             }),
         }
     }
@@ -148,6 +152,12 @@ impl Orchestrator {
     /// This node's name in leases.
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// A counter that moves whenever a saga driven by this process moves: wait on
+    /// `changed()` instead of polling the store.
+    pub fn progress(&self) -> watch::Receiver<u64> {
+        self.inner.progress.subscribe()
     }
 
     /// The saga timings.
@@ -242,6 +252,7 @@ impl Orchestrator {
             match inner.orders.advance(&mv).await {
                 Ok(Some(next)) => {
                     store_failures = 0;
+                    inner.progress.send_modify(|n| *n = n.wrapping_add(1));
                     observe(&order, &next);
                     order = next;
                 }

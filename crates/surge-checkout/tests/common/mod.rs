@@ -200,19 +200,19 @@ impl Harness {
         self.call(req).await
     }
 
-    /// Waits (up to 10 s) until the order's saga is done; returns its status.
+    /// Waits (up to 10 s) until the order's saga is done; returns its status. Wakes on
+    /// the orchestrator's progress signal, not on a timer.
     pub async fn settled(&self, id: &str) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut progress = self.checkout.saga.progress();
         loop {
+            progress.mark_unchanged();
             let o = self.stores.orders.order(id).await.unwrap().unwrap();
             if o.saga_state == surge_store::SagaState::Done {
                 return o.status;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "saga {id} did not finish: {o:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let moved = tokio::time::timeout_at(deadline, progress.changed()).await;
+            assert!(moved.is_ok(), "saga {id} did not finish: {o:?}");
         }
     }
 }

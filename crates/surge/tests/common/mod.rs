@@ -177,16 +177,28 @@ impl Http {
 
 /// Polls `url` until it answers `status`, for at most `within`.
 pub async fn wait_for(http: &Http, url: &str, status: u16, within: Duration) {
+    poll_until(within, &format!("{url} answering {status}"), || async {
+        matches!(http.send("GET", url, None).await, Ok((s, _)) if s == status)
+    })
+    .await;
+}
+
+/// Asks `check` until it says yes, for at most `within`. The process under test is
+/// another process with nothing to subscribe to, so this is the one place the tests of
+/// the binary poll: every 20 ms.
+pub async fn poll_until<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
     let deadline = Instant::now() + within;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
-        if let Ok((s, _)) = http.send("GET", url, None).await
-            && s == status
-        {
+        tick.tick().await;
+        if check().await {
             return;
         }
-        assert!(Instant::now() < deadline, "{url} never answered {status}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(Instant::now() < deadline, "never: {what}");
     }
 }
 
