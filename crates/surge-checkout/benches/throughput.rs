@@ -55,17 +55,14 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool, ra
         max_connections: 16,
         ..StoreOptions::default()
     };
-    let stores = Stores {
-        orders: surge_store::open_orders(&url("orders.db"), &options)
-            .await
-            .unwrap(),
-        inventory: surge_store::open_inventory(&url("inventory.db"), &options)
-            .await
-            .unwrap(),
-        payments: surge_store::open_payments(&url("payments.db"), &options)
-            .await
-            .unwrap(),
-    };
+    let stores = Stores::open(
+        &url("orders.db"),
+        &url("inventory.db"),
+        &url("payments.db"),
+        &options,
+    )
+    .await
+    .unwrap();
     let catalog = surge_store::open(&url("catalog.db"), &options)
         .await
         .unwrap();

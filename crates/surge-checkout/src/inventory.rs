@@ -22,8 +22,18 @@ use crate::metrics;
 #[derive(Clone)]
 pub struct Inventory {
     store: Arc<dyn InventoryStore>,
-    sold_out: Arc<Mutex<HashMap<(String, String), Instant>>>,
+    /// Sold-out marks by [`key`] of (SKU, market), with when they lapse.
+    sold_out: Arc<Mutex<HashMap<u64, Instant>>>,
     ttl: Duration,
+}
+
+/// The sold-out map's key: a 64-bit hash of (SKU, market), so the check on every
+/// checkout line allocates nothing. A collision could only refuse a SKU for one TTL.
+fn key(sku: &str, market: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(
+        sku.as_bytes(),
+        xxhash_rust::xxh3::xxh3_64(market.as_bytes()),
+    )
 }
 
 /// Most SKUs remembered as sold out; beyond it the oldest marks are dropped.
@@ -48,8 +58,7 @@ impl Inventory {
     pub fn is_sold_out(&self, sku: &str, market: &str) -> bool {
         let now = Instant::now();
         let map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(sku.to_owned(), market.to_owned()))
-            .is_some_and(|until| *until > now)
+        map.get(&key(sku, market)).is_some_and(|until| *until > now)
     }
 
     fn mark(&self, sku: &str, market: &str) {
@@ -61,7 +70,7 @@ impl Inventory {
                 map.clear();
             }
         }
-        map.insert((sku.to_owned(), market.to_owned()), now + self.ttl);
+        map.insert(key(sku, market), now + self.ttl);
     }
 
     fn forget<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) {
@@ -70,7 +79,7 @@ impl Inventory {
             return;
         }
         for (sku, market) in keys {
-            map.remove(&(sku.to_owned(), market.to_owned()));
+            map.remove(&key(sku, market));
         }
     }
 

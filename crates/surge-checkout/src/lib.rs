@@ -37,6 +37,38 @@ pub struct Stores {
     pub payments: Arc<dyn PaymentsStore>,
 }
 
+impl Stores {
+    /// Opens the three stores (`sqlite://PATH` or `postgres://…` each). The error names
+    /// the store that failed.
+    pub async fn open(
+        orders: &str,
+        inventory: &str,
+        payments: &str,
+        options: &surge_store::StoreOptions,
+    ) -> Result<Stores, String> {
+        let named =
+            |name: &'static str| move |e: surge_store::StoreError| format!("the {name} store: {e}");
+        Ok(Stores {
+            orders: surge_store::open_orders(orders, options)
+                .await
+                .map_err(named("orders"))?,
+            inventory: surge_store::open_inventory(inventory, options)
+                .await
+                .map_err(named("inventory"))?,
+            payments: surge_store::open_payments(payments, options)
+                .await
+                .map_err(named("payments"))?,
+        })
+    }
+
+    /// Closes the three stores.
+    pub async fn close(&self) {
+        self.orders.close().await;
+        self.inventory.close().await;
+        self.payments.close().await;
+    }
+}
+
 /// A built checkout role.
 pub struct Checkout {
     /// The orchestrator: run [`Orchestrator::run`] for recovery and sweeping.

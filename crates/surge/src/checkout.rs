@@ -12,7 +12,6 @@ use surge_store::CatalogStore;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::serve::redact;
 
 /// Something to close at shutdown.
 pub type Closer = Box<dyn FnOnce() -> BoxFuture<'static, ()>>;
@@ -26,23 +25,18 @@ pub async fn start(
     stop: watch::Receiver<bool>,
     closers: &mut Vec<Closer>,
 ) -> anyhow::Result<Checkout> {
-    let options = &config.store_options;
-    let url = config.orders_store_url();
-    let orders = surge_store::open_orders(&url, options)
-        .await
-        .with_context(|| format!("cannot open the orders store {}", redact(&url)))?;
-    let url = config.inventory_store_url();
-    let inventory = surge_store::open_inventory(&url, options)
-        .await
-        .with_context(|| format!("cannot open the inventory store {}", redact(&url)))?;
-    let url = config.payments_store_url();
-    let payments = surge_store::open_payments(&url, options)
-        .await
-        .with_context(|| format!("cannot open the payments store {}", redact(&url)))?;
+    let stores = Stores::open(
+        &config.orders_store_url(),
+        &config.inventory_store_url(),
+        &config.payments_store_url(),
+        &config.store_options,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open checkout's stores: {e}"))?;
     tracing::info!(
-        orders = orders.backend(),
-        inventory = inventory.backend(),
-        payments = payments.backend(),
+        orders = stores.orders.backend(),
+        inventory = stores.inventory.backend(),
+        payments = stores.payments.backend(),
         "checkout stores open"
     );
     let mut provider_config = config.checkout.provider.clone();
@@ -54,14 +48,9 @@ pub async fn start(
         .map_err(anyhow::Error::msg)
         .context("cannot start the payment provider simulator")?;
     tracing::warn!("payments go to the provider SIMULATOR: no real money moves");
-    let stores = Stores {
-        orders: orders.clone(),
-        inventory: inventory.clone(),
-        payments: payments.clone(),
-    };
     let checkout = surge_checkout::build(
         &config.checkout,
-        stores,
+        stores.clone(),
         Arc::new(provider),
         Arc::new(CatalogPricing::new(catalog)),
         stop,
@@ -69,11 +58,7 @@ pub async fn start(
     .map_err(anyhow::Error::msg)
     .context("cannot build checkout")?;
     closers.push(Box::new(move || {
-        Box::pin(async move {
-            orders.close().await;
-            inventory.close().await;
-            payments.close().await;
-        })
+        Box::pin(async move { stores.close().await })
     }));
     Ok(checkout)
 }

@@ -192,6 +192,14 @@ pub async fn compensate(
     act(&api, &id, &headers, body, Action::Compensate).await
 }
 
+fn level_json(sku: &str, market: &str, level: surge_store::StockLevel) -> Response {
+    Json(serde_json::json!({
+        "sku": sku, "market": market,
+        "available": level.available, "held": level.held, "sold": level.sold,
+    }))
+    .into_response()
+}
+
 /// `GET /admin/inventory/{sku}/{market}`.
 pub async fn stock(
     State(api): State<Api>,
@@ -209,11 +217,7 @@ pub async fn stock(
                 "no stock record for this SKU in this market",
             )
         })?;
-    Ok(Json(serde_json::json!({
-        "sku": sku, "market": market,
-        "available": level.available, "held": level.held, "sold": level.sold,
-    }))
-    .into_response())
+    Ok(level_json(&sku, &market, level))
 }
 
 /// Body of a restock.
@@ -249,11 +253,7 @@ pub async fn restock(
         .restock(&sku, &market, b.units)
         .await
         .map_err(store_problem)?;
-    Ok(Json(serde_json::json!({
-        "sku": sku, "market": market,
-        "available": level.available, "held": level.held, "sold": level.sold,
-    }))
-    .into_response())
+    Ok(level_json(&sku, &market, level))
 }
 
 /// Query of `GET /admin/checkout/events`.

@@ -72,17 +72,14 @@ pub async fn harness(config: CheckoutConfig) -> Harness {
 pub async fn harness_in(dir: Arc<tempfile::TempDir>, config: CheckoutConfig) -> Harness {
     let url = |f: &str| format!("sqlite://{}", dir.path().join(f).display());
     let options = StoreOptions::default();
-    let stores = Stores {
-        orders: surge_store::open_orders(&url("orders.db"), &options)
-            .await
-            .unwrap(),
-        inventory: surge_store::open_inventory(&url("inventory.db"), &options)
-            .await
-            .unwrap(),
-        payments: surge_store::open_payments(&url("payments.db"), &options)
-            .await
-            .unwrap(),
-    };
+    let stores = Stores::open(
+        &url("orders.db"),
+        &url("inventory.db"),
+        &url("payments.db"),
+        &options,
+    )
+    .await
+    .unwrap();
     let catalog = surge_store::open(&url("catalog.db"), &options)
         .await
         .unwrap();
