@@ -470,3 +470,51 @@ async fn a_failing_provider_pauses_the_saga_and_an_operator_resumes_it() {
         StatusCode::BAD_REQUEST
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_compensates_a_pending_order_whose_hold_expired() {
+    let mut config = test_config();
+    config.hold_ms = 1; // expired as soon as it is taken
+    config.saga.step_deadline_ms = 200;
+    config.respond_within_ms = 2_000;
+    let h = harness(config).await;
+    h.offer("p1:m1", 1000, 5).await;
+    // The provider is down: the saga holds stock, then pauses at authorize.
+    h.provider
+        .script(std::iter::repeat_n(Fault::Unavailable, 10_000));
+    let r = h
+        .checkout("alice", Some("k"), &body(&[("p1:m1", 2)], "tok_ok"))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let o = h.stores.orders.order(&id).await.unwrap().unwrap();
+    assert_eq!(o.saga_state, SagaState::Paused);
+    assert_eq!(
+        h.stores.inventory.stock("p1:m1", "DE").await.unwrap(),
+        level(3, 2, 0)
+    );
+
+    h.provider.clear_script();
+    assert_eq!(h.checkout.saga.sweep_once().await.unwrap(), 1);
+    assert_eq!(h.settled(&id).await, "cancelled");
+    let o = h.stores.orders.order(&id).await.unwrap().unwrap();
+    assert!(
+        o.reason.as_deref().unwrap().contains("reservation expired"),
+        "{o:?}"
+    );
+    assert_eq!(
+        h.stores.inventory.stock("p1:m1", "DE").await.unwrap(),
+        level(5, 0, 0)
+    );
+    // Nothing left to sweep; a confirmed order's units are sold, never swept back.
+    assert_eq!(h.checkout.saga.sweep_once().await.unwrap(), 0);
+    let ok = h
+        .checkout("bob", Some("k"), &body(&[("p1:m1", 1)], "tok_ok"))
+        .await;
+    assert_eq!(ok.json()["status"], "confirmed", "{}", ok.text());
+    assert_eq!(h.checkout.saga.sweep_once().await.unwrap(), 0);
+    assert_eq!(
+        h.stores.inventory.stock("p1:m1", "DE").await.unwrap(),
+        level(4, 0, 1)
+    );
+}
