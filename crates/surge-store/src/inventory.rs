@@ -15,6 +15,12 @@
 //!   out of `held` with one conditional update and adjust the counters for the rows it
 //!   returns (the ones that update won), so running either twice (or both at once) moves
 //!   every unit once.
+//! - [`InventoryStore::declare`] applies the stock the catalog's offers declare: a
+//!   change from `d` to `d'` adds `d' - d` units to `available`. A decrease larger than
+//!   what is available empties `available` and records the rest as `owed`; units that
+//!   come back later (a release, a restock, a higher declaration) pay what is owed before
+//!   they can be held again, so the shop never sells more than was declared and
+//!   restocked: `available + held + sold - owed = declared + restocked`.
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
@@ -33,14 +39,79 @@ pub struct StockLevel {
     pub held: i64,
     /// Units sold.
     pub sold: i64,
+    /// The stock the catalog's offer declares now (0 when no offer ever did).
+    pub declared: i64,
+    /// Units taken away by a lower declaration that were not available (held or sold
+    /// at the time): units coming back pay these first.
+    pub owed: i64,
 }
 
 impl StockLevel {
-    /// `available + held + sold`: changes only with a restock.
+    /// `available + held + sold - owed`: changes only with a restock or a new
+    /// declaration (it equals `declared` plus every restock).
     pub fn total(&self) -> i64 {
-        self.available + self.held + self.sold
+        self.available + self.held + self.sold - self.owed
     }
 }
+
+/// The stock an offer of the catalog declares for one (SKU, market).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    /// The SKU (`<product id>:<merchant id>`).
+    pub sku: String,
+    /// The market.
+    pub market: String,
+    /// Units the offer declares (>= 0).
+    pub units: i64,
+}
+
+/// Columns of [`StockLevel`], in the order [`level`] reads them.
+const LEVEL_COLUMNS: &str = "available, held, sold, declared, owed";
+
+/// Reads a [`StockLevel`] from a row of [`LEVEL_COLUMNS`].
+fn level<R: Row>(row: &R) -> Result<StockLevel>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let get = |i: usize| row.try_get::<i64, _>(i).map_err(StoreError::from_sqlx);
+    Ok(StockLevel {
+        available: get(0)?,
+        held: get(1)?,
+        sold: get(2)?,
+        declared: get(3)?,
+        owed: get(4)?,
+    })
+}
+
+/// Applies a declaration: `excluded.declared` is the new one, `stock.declared` the old.
+/// An increase pays what is owed first; a decrease takes what is available and owes
+/// the rest. (CASE rather than GREATEST/MAX: the same text on both dialects.)
+const DECLARE: &str = "INSERT INTO stock (sku, market, available, held, sold, declared, owed) \
+     VALUES ($1, $2, $3, 0, 0, $3, 0) ON CONFLICT (sku, market) DO UPDATE SET \
+     available = CASE \
+       WHEN excluded.declared - stock.declared >= stock.owed \
+         THEN stock.available + excluded.declared - stock.declared - stock.owed \
+       WHEN excluded.declared - stock.declared >= 0 THEN stock.available \
+       WHEN stock.available + excluded.declared - stock.declared >= 0 \
+         THEN stock.available + excluded.declared - stock.declared \
+       ELSE 0 END, \
+     owed = CASE \
+       WHEN excluded.declared - stock.declared >= stock.owed THEN 0 \
+       WHEN excluded.declared - stock.declared >= 0 \
+         THEN stock.owed - (excluded.declared - stock.declared) \
+       WHEN stock.available + excluded.declared - stock.declared >= 0 THEN stock.owed \
+       ELSE stock.owed - (stock.available + excluded.declared - stock.declared) END, \
+     declared = excluded.declared \
+     WHERE stock.declared <> excluded.declared";
+
+/// Creates a feed's position at 0 unless it exists.
+const NEW_FEED: &str =
+    "INSERT INTO feed_positions (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING";
+
+/// Moves a feed's position from `$2` to `$3`; no row when it was not at `$2`.
+const MOVE_FEED: &str =
+    "UPDATE feed_positions SET position = $3 WHERE name = $1 AND position = $2 RETURNING 1";
 
 /// One line of a hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +146,8 @@ pub trait InventoryStore: Send + Sync + 'static {
     /// A short name for logs and metrics (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 
-    /// Adds `units` (> 0) to what is available, creating the row on first use.
+    /// Adds `units` (> 0), creating the row on first use. They pay what is owed first;
+    /// the rest becomes available.
     async fn restock(&self, sku: &str, market: &str, units: i64) -> Result<StockLevel>;
 
     /// Holds every line for `order_id` until `expires_at_ms`, all or nothing.
@@ -99,6 +171,15 @@ pub trait InventoryStore: Send + Sync + 'static {
 
     /// The counters of one (SKU, market).
     async fn stock(&self, sku: &str, market: &str) -> Result<Option<StockLevel>>;
+
+    /// Applies declared stock levels (see the module docs) and moves the feed `feed`
+    /// from position `from` to `to`, in one transaction. Returns `false`, changing
+    /// nothing, when the feed is not at `from` (another node moved it first). A feed
+    /// never seen is at 0.
+    async fn declare(&self, feed: &str, from: i64, to: i64, levels: &[Declared]) -> Result<bool>;
+
+    /// Where the feed `feed` stands (0 when it never moved).
+    async fn feed_position(&self, feed: &str) -> Result<i64>;
 
     /// Closes the connections.
     async fn close(&self);
@@ -144,7 +225,11 @@ macro_rules! inventory_store {
                 let counters = if to == "sold" {
                     "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3"
                 } else {
-                    "UPDATE stock SET held = held - $1, available = available + $1 WHERE sku = $2 AND market = $3"
+                    // Released units pay what is owed first.
+                    "UPDATE stock SET held = held - $1, \
+                     available = available + CASE WHEN owed >= $1 THEN 0 ELSE $1 - owed END, \
+                     owed = CASE WHEN owed >= $1 THEN owed - $1 ELSE 0 END \
+                     WHERE sku = $2 AND market = $3"
                 };
                 let mut moved = 0;
                 for (sku, market, qty) in &rows {
@@ -255,23 +340,22 @@ macro_rules! inventory_store {
                     }
                     let data = (sku.to_owned(), market.to_owned(), units);
                     self.write_one(data, |(sku, market, units), conn| Box::pin(async move {
-                        let row = sqlx::query(
-                            "INSERT INTO stock (sku, market, available, held, sold) VALUES ($1, $2, $3, 0, 0) \
-                             ON CONFLICT (sku, market) DO UPDATE SET available = stock.available + excluded.available \
-                             RETURNING available, held, sold",
-                        )
+                        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "INSERT INTO stock (sku, market, available, held, sold, declared, owed) \
+                             VALUES ($1, $2, $3, 0, 0, 0, 0) ON CONFLICT (sku, market) DO UPDATE SET \
+                             available = stock.available + CASE WHEN stock.owed >= excluded.available \
+                               THEN 0 ELSE excluded.available - stock.owed END, \
+                             owed = CASE WHEN stock.owed >= excluded.available \
+                               THEN stock.owed - excluded.available ELSE 0 END \
+                             RETURNING {LEVEL_COLUMNS}"
+                        )))
                         .bind(sku.as_str())
                         .bind(market.as_str())
                         .bind(*units)
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
-                        let get = |e: sqlx::Error| StoreError::from_sqlx(e);
-                        Ok(StockLevel {
-                            available: row.try_get(0).map_err(get)?,
-                            held: row.try_get(1).map_err(get)?,
-                            sold: row.try_get(2).map_err(get)?,
-                        })
+                        level(&row)
                     }))
                     .await
                 }
@@ -342,26 +426,76 @@ macro_rules! inventory_store {
             async fn stock(&self, sku: &str, market: &str) -> Result<Option<StockLevel>> {
                 let started = std::time::Instant::now();
                 let r = async {
-                    let row = sqlx::query(
-                        "SELECT available, held, sold FROM stock WHERE sku = $1 AND market = $2",
-                    )
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {LEVEL_COLUMNS} FROM stock WHERE sku = $1 AND market = $2"
+                    )))
                     .bind(sku)
                     .bind(market)
                     .fetch_optional(&self.reader)
                     .await
                     .map_err(StoreError::from_sqlx)?;
-                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
-                    row.map(|row| {
-                        Ok(StockLevel {
-                            available: row.try_get(0).map_err(get)?,
-                            held: row.try_get(1).map_err(get)?,
-                            sold: row.try_get(2).map_err(get)?,
-                        })
-                    })
-                    .transpose()
+                    row.map(|row| level(&row)).transpose()
                 }
                 .await;
                 record($name, "stock", started, &r);
+                r
+            }
+
+            async fn declare(&self, feed: &str, from: i64, to: i64, levels: &[Declared]) -> Result<bool> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    if let Some(l) = levels.iter().find(|l| l.units < 0) {
+                        return Err(StoreError::Config(format!(
+                            "declared stock of {} in {} is {} units",
+                            l.sku, l.market, l.units
+                        )));
+                    }
+                    let data = (feed.to_owned(), from, to, levels.to_vec());
+                    self.write(data, |(feed, from, to, levels), conn, _| {
+                        Box::pin(async move {
+                            sqlx::query(NEW_FEED)
+                                .bind(feed.as_str())
+                                .execute(&mut *conn)
+                                .await
+                                .map_err(StoreError::from_sqlx)?;
+                            let moved = sqlx::query(MOVE_FEED)
+                                .bind(feed.as_str())
+                                .bind(*from)
+                                .bind(*to)
+                                .fetch_optional(&mut *conn)
+                                .await
+                                .map_err(StoreError::from_sqlx)?;
+                            if moved.is_none() {
+                                return Ok(Step::Undo(false));
+                            }
+                            for l in levels {
+                                sqlx::query(DECLARE)
+                                    .bind(l.sku.as_str())
+                                    .bind(l.market.as_str())
+                                    .bind(l.units)
+                                    .execute(&mut *conn)
+                                    .await
+                                    .map_err(StoreError::from_sqlx)?;
+                            }
+                            Ok(Step::Keep(true))
+                        })
+                    })
+                    .await
+                }
+                .await;
+                record($name, "declare", started, &r);
+                r
+            }
+
+            async fn feed_position(&self, feed: &str) -> Result<i64> {
+                let started = std::time::Instant::now();
+                let r = sqlx::query_scalar::<_, i64>("SELECT position FROM feed_positions WHERE name = $1")
+                    .bind(feed)
+                    .fetch_optional(&self.reader)
+                    .await
+                    .map(|p| p.unwrap_or(0))
+                    .map_err(StoreError::from_sqlx);
+                record($name, "feed_position", started, &r);
                 r
             }
 

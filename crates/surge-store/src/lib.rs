@@ -14,6 +14,7 @@
 
 pub mod checkpoint;
 mod error;
+mod fulfilment;
 pub mod group;
 mod identity;
 mod inventory;
@@ -27,11 +28,12 @@ pub mod sql;
 use async_trait::async_trait;
 
 pub use error::StoreError;
+pub use fulfilment::FulfilmentStore;
 pub use identity::{
     Account, IdentityStore, NewAccount, NewSession, Profile, Refresh, Revocation, RevocationKind,
     SigningKey, Switch,
 };
-pub use inventory::{HoldLine, HoldOutcome, InventoryStore, StockLevel};
+pub use inventory::{Declared, HoldLine, HoldOutcome, InventoryStore, StockLevel};
 pub use model::{
     Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, StoredView, ViewBatch, ViewPut,
     WriteReceipt,
@@ -73,6 +75,11 @@ pub trait CatalogStore: Send + Sync + 'static {
 
     /// All offers of a product in one market, ordered by merchant id.
     async fn offers_for(&self, product_id: &str, market: &str) -> Result<Vec<Offer>>;
+
+    /// Every offer, a page at a time, in (product, market, merchant) order: the page
+    /// after the offer `after` names (`None`: the first page), at most `limit`. For
+    /// consumers that rebuild their state from the whole catalog.
+    async fn offers_page(&self, after: Option<&Offer>, limit: u32) -> Result<Vec<Offer>>;
 
     /// The highest outbox position written so far (0 when empty).
     async fn outbox_head(&self) -> Result<i64>;

@@ -241,6 +241,40 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX payment_operations_order ON payment_operations (order_id, seq)",
         ],
     },
+    Migration {
+        version: 8,
+        component: Component::Inventory,
+        name: "inventory: stock declared by the catalog's offers, units owed, feed positions",
+        sqlite: &[
+            "ALTER TABLE stock ADD COLUMN declared INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE stock ADD COLUMN owed INTEGER NOT NULL DEFAULT 0 CHECK (owed >= 0)",
+            "CREATE TABLE feed_positions (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+        ],
+        postgres: &[
+            "ALTER TABLE stock ADD COLUMN declared BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE stock ADD COLUMN owed BIGINT NOT NULL DEFAULT 0 CHECK (owed >= 0)",
+            "CREATE TABLE feed_positions (name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+        ],
+    },
+    Migration {
+        version: 9,
+        component: Component::Orders,
+        name: "orders: fulfilment slots per warehouse and minute, and the slot each order took",
+        sqlite: &[
+            "CREATE TABLE fulfilment_slots (warehouse TEXT NOT NULL, minute INTEGER NOT NULL, \
+         used INTEGER NOT NULL CHECK (used >= 0), PRIMARY KEY (warehouse, minute)) WITHOUT ROWID",
+            "CREATE TABLE order_slots (order_id TEXT PRIMARY KEY, warehouse TEXT NOT NULL, \
+         minute INTEGER NOT NULL)",
+            "CREATE INDEX order_slots_minute ON order_slots (minute)",
+        ],
+        postgres: &[
+            "CREATE TABLE fulfilment_slots (warehouse TEXT NOT NULL, minute BIGINT NOT NULL, \
+         used BIGINT NOT NULL CHECK (used >= 0), PRIMARY KEY (warehouse, minute))",
+            "CREATE TABLE order_slots (order_id TEXT PRIMARY KEY, warehouse TEXT NOT NULL, \
+         minute BIGINT NOT NULL)",
+            "CREATE INDEX order_slots_minute ON order_slots (minute)",
+        ],
+    },
 ];
 
 /// The table that records applied versions (same DDL on both dialects).

@@ -235,9 +235,9 @@ pub struct AuditEntry {
     pub at_ms: i64,
 }
 
-/// The orders store.
+/// The orders store (which also keeps the fulfilment slots orders take).
 #[async_trait]
-pub trait OrdersStore: Send + Sync + 'static {
+pub trait OrdersStore: crate::FulfilmentStore + Send + Sync + 'static {
     /// A short name for logs and metrics (`sqlite`, `postgres`).
     fn backend(&self) -> &'static str;
 

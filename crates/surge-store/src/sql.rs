@@ -702,6 +702,43 @@ macro_rules! sql_store {
                 r
             }
 
+            async fn offers_page(&self, after: Option<&Offer>, limit: u32) -> Result<Vec<Offer>> {
+                let started = Instant::now();
+                // Product ids are never empty, so ('', '', '') is before every offer.
+                let (p, m, x) = after.map_or(("", "", ""), |o| {
+                    (o.product_id.as_str(), o.market.as_str(), o.merchant_id.as_str())
+                });
+                let r = sqlx::query(
+                    "SELECT product_id, market, merchant_id, price_minor, currency, stock, updated_at_ms \
+                     FROM offers WHERE (product_id, market, merchant_id) > ($1, $2, $3) \
+                     ORDER BY product_id, market, merchant_id LIMIT $4",
+                )
+                .bind(p)
+                .bind(m)
+                .bind(x)
+                .bind(i64::from(limit))
+                .fetch_all(&self.reader)
+                .await
+                .and_then(|rows| {
+                    rows.into_iter()
+                        .map(|row| {
+                            Ok(Offer {
+                                product_id: row.try_get(0)?,
+                                market: row.try_get(1)?,
+                                merchant_id: row.try_get(2)?,
+                                price_minor: row.try_get(3)?,
+                                currency: row.try_get(4)?,
+                                stock: row.try_get(5)?,
+                                updated_at_ms: row.try_get(6)?,
+                            })
+                        })
+                        .collect()
+                })
+                .map_err(StoreError::from_sqlx);
+                record($name, "offers_page", started, &r);
+                r
+            }
+
             async fn outbox_head(&self) -> Result<i64> {
                 let started = Instant::now();
                 let r = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(position) FROM outbox")

@@ -236,6 +236,44 @@ async fn closed_store_fails_cleanly(s: &dyn CatalogStore) {
     ));
 }
 
+async fn every_offer_reads_in_pages(s: &dyn CatalogStore) {
+    assert!(s.offers_page(None, 10).await.unwrap().is_empty());
+    let mut all = vec![
+        offer("P2", "M1", "DE", 100, 1),
+        offer("P1", "M2", "FR", 100, 2),
+        offer("P1", "M1", "FR", 100, 3),
+        offer("P1", "M1", "DE", 100, 4),
+        offer("P10", "M1", "AT", 100, 5),
+    ];
+    s.upsert_offers(&all).await.unwrap();
+    all.sort_by(|a, b| {
+        (&a.product_id, &a.market, &a.merchant_id).cmp(&(&b.product_id, &b.market, &b.merchant_id))
+    });
+    let mut read = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.offers_page(after.as_ref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        read.extend(page);
+        after = Some(last);
+    }
+    let key = |o: &Offer| {
+        (
+            o.product_id.clone(),
+            o.market.clone(),
+            o.merchant_id.clone(),
+            o.stock,
+        )
+    };
+    assert_eq!(
+        read.iter().map(key).collect::<Vec<_>>(),
+        all.iter().map(key).collect::<Vec<_>>()
+    );
+}
+
 macro_rules! conformance {
     ($module:ident, $open:ident) => {
         mod $module {
@@ -257,6 +295,12 @@ macro_rules! conformance {
             async fn views_and_position_are_atomic() {
                 let b = $open().await;
                 super::views_and_position_are_atomic(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn every_offer_reads_in_pages() {
+                let b = $open().await;
+                super::every_offer_reads_in_pages(&*b.store).await;
             }
 
             #[tokio::test]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use surge_store::{HoldLine, HoldOutcome, InventoryStore, StockLevel};
+use surge_store::{Declared, HoldLine, HoldOutcome, InventoryStore, StockLevel};
 
 mod common;
 
@@ -39,6 +39,7 @@ fn level(available: i64, held: i64, sold: i64) -> Option<StockLevel> {
         available,
         held,
         sold,
+        ..StockLevel::default()
     })
 }
 
@@ -116,7 +117,8 @@ async fn holds_sales_and_releases_conserve_stock(s: &dyn InventoryStore) {
         StockLevel {
             available: 12,
             held: 0,
-            sold: 3
+            sold: 3,
+            ..StockLevel::default()
         }
     );
     assert_eq!(s.stock("A", "DE").await.unwrap().unwrap().total(), 15);
@@ -229,6 +231,118 @@ async fn concurrent_holds_undo_alone(s: Arc<dyn InventoryStore>) {
     assert_eq!(s.stock("PLENTY", "DE").await.unwrap(), level(1_000, 0, 0));
 }
 
+fn declared(sku: &str, units: i64) -> Declared {
+    Declared {
+        sku: sku.into(),
+        market: "DE".into(),
+        units,
+    }
+}
+
+/// (available, held, sold, declared, owed)
+fn counters(l: Option<StockLevel>) -> (i64, i64, i64, i64, i64) {
+    let l = l.unwrap();
+    (l.available, l.held, l.sold, l.declared, l.owed)
+}
+
+async fn declared_stock_moves_available_and_owes_what_it_cannot_take(s: &dyn InventoryStore) {
+    const F: &str = "catalog-offers";
+    assert_eq!(s.feed_position(F).await.unwrap(), 0);
+    assert!(s.declare(F, 0, 4, &[declared("A", 10)]).await.unwrap());
+    assert_eq!(s.feed_position(F).await.unwrap(), 4);
+    assert_eq!(
+        counters(s.stock("A", "DE").await.unwrap()),
+        (10, 0, 0, 10, 0)
+    );
+    // The same declaration again (a re-read entry) changes nothing.
+    assert!(s.declare(F, 4, 5, &[declared("A", 10)]).await.unwrap());
+    assert_eq!(
+        counters(s.stock("A", "DE").await.unwrap()),
+        (10, 0, 0, 10, 0)
+    );
+    // A feed not where the caller thinks it is: nothing applied, position kept.
+    assert!(!s.declare(F, 4, 9, &[declared("A", 99)]).await.unwrap());
+    assert_eq!(s.feed_position(F).await.unwrap(), 5);
+    assert_eq!(
+        counters(s.stock("A", "DE").await.unwrap()),
+        (10, 0, 0, 10, 0)
+    );
+
+    // 6 held, 1 sold; then the merchant declares 4: 3 were available, 3 more are owed.
+    assert_eq!(
+        s.hold("o1", &[line("A", 5)], LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(
+        s.hold("o2", &[line("A", 1)], LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(s.commit("o2").await.unwrap(), 1);
+    assert!(s.declare(F, 5, 6, &[declared("A", 4)]).await.unwrap());
+    assert_eq!(counters(s.stock("A", "DE").await.unwrap()), (0, 5, 1, 4, 2));
+    // Released units pay the debt first: 2 of the 5 go to it.
+    assert_eq!(s.release("o1").await.unwrap(), 5);
+    assert_eq!(counters(s.stock("A", "DE").await.unwrap()), (3, 0, 1, 4, 0));
+    // Declared 4, sold 1: 3 can still be sold, never more.
+    assert_eq!(
+        s.hold("o3", &[line("A", 4)], LATER).await.unwrap(),
+        HoldOutcome::OutOfStock {
+            sku: "A".into(),
+            market: "DE".into()
+        }
+    );
+    // Down to 0 with 3 available and 1 sold: the sold unit is owed (sold more than is
+    // declared now); up to 2: the debt is paid, 1 is available.
+    assert!(s.declare(F, 6, 7, &[declared("A", 0)]).await.unwrap());
+    assert_eq!(counters(s.stock("A", "DE").await.unwrap()), (0, 0, 1, 0, 1));
+    assert!(s.declare(F, 7, 8, &[declared("A", 2)]).await.unwrap());
+    assert_eq!(counters(s.stock("A", "DE").await.unwrap()), (1, 0, 1, 2, 0));
+    // An increase and a restock pay what is owed before adding to available.
+    assert_eq!(
+        s.hold("o4", &[line("A", 1)], LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert!(s.declare(F, 8, 9, &[declared("A", 0)]).await.unwrap());
+    assert_eq!(counters(s.stock("A", "DE").await.unwrap()), (0, 1, 1, 0, 2));
+    assert!(s.declare(F, 9, 10, &[declared("A", 1)]).await.unwrap());
+    assert_eq!(counters(s.stock("A", "DE").await.unwrap()), (0, 1, 1, 1, 1));
+    let l = s.restock("A", "DE", 3).await.unwrap();
+    assert_eq!(counters(Some(l)), (2, 1, 1, 1, 0));
+    // available + held + sold - owed = declared + restocked, throughout.
+    assert_eq!(l.total(), 1 + 3);
+    // Several levels and a move in one call; a negative level is refused.
+    assert!(
+        s.declare(F, 10, 11, &[declared("B", 3), declared("C", 0)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(counters(s.stock("B", "DE").await.unwrap()), (3, 0, 0, 3, 0));
+    assert_eq!(counters(s.stock("C", "DE").await.unwrap()), (0, 0, 0, 0, 0));
+    assert!(s.declare(F, 11, 12, &[declared("B", -1)]).await.is_err());
+    assert_eq!(s.feed_position(F).await.unwrap(), 11);
+    // Feeds are independent.
+    assert_eq!(s.feed_position("other").await.unwrap(), 0);
+}
+
+async fn concurrent_feeds_apply_each_batch_once(s: Arc<dyn InventoryStore>) {
+    // Eight nodes try to apply the same batch (0 -> 1, +5 units each time it lands).
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.declare("f", 0, 1, &[declared("A", 5 + i)]).await.unwrap()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    let l = s.stock("A", "DE").await.unwrap().unwrap();
+    assert_eq!(l.available, l.declared);
+    assert_eq!(s.feed_position("f").await.unwrap(), 1);
+}
+
 macro_rules! conformance {
     ($module:ident, $open:ident) => {
         mod $module {
@@ -256,6 +370,18 @@ macro_rules! conformance {
             async fn concurrent_holds_never_oversell() {
                 let b = $open().await;
                 super::concurrent_holds_never_oversell(b.store.clone()).await;
+            }
+
+            #[tokio::test]
+            async fn declared_stock_moves_available_and_owes_what_it_cannot_take() {
+                let b = $open().await;
+                super::declared_stock_moves_available_and_owes_what_it_cannot_take(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_feeds_apply_each_batch_once() {
+                let b = $open().await;
+                super::concurrent_feeds_apply_each_batch_once(b.store.clone()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -425,6 +425,46 @@ async fn lists_page_and_claims_lease(s: &dyn OrdersStore) {
     assert_eq!(counts, [("pending".to_owned(), 6)]);
 }
 
+async fn fulfilment_slots_never_exceed_capacity(s: Arc<dyn OrdersStore>) {
+    const MINUTE: i64 = 29_000_000;
+    // 20 orders race for 5 slots of one minute.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.take_slot(&format!("o{i}"), "berlin", MINUTE, 5)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut won = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if t.await.unwrap() {
+            won.push(format!("o{i}"));
+        }
+    }
+    assert_eq!(won.len(), 5);
+    assert_eq!(s.slots_used("berlin", MINUTE).await.unwrap(), 5);
+    // Other minutes and warehouses are their own.
+    assert!(s.take_slot("x1", "berlin", MINUTE + 1, 5).await.unwrap());
+    assert!(s.take_slot("x2", "paris", MINUTE, 1).await.unwrap());
+    assert!(!s.take_slot("x3", "paris", MINUTE, 1).await.unwrap());
+    // A slot goes back once, and only an order's own; a loser has none to give.
+    assert!(s.return_slot(&won[0]).await.unwrap());
+    assert!(!s.return_slot(&won[0]).await.unwrap());
+    assert!(!s.return_slot("o-never").await.unwrap());
+    assert_eq!(s.slots_used("berlin", MINUTE).await.unwrap(), 4);
+    assert!(s.take_slot("late", "berlin", MINUTE, 5).await.unwrap());
+    assert!(!s.take_slot("later", "berlin", MINUTE, 5).await.unwrap());
+    assert!(s.take_slot("x4", "paris", MINUTE, 0).await.is_err());
+    // Pruning forgets past minutes only.
+    assert!(s.prune_slots(MINUTE + 1).await.unwrap() >= 2);
+    assert_eq!(s.slots_used("berlin", MINUTE).await.unwrap(), 0);
+    assert_eq!(s.slots_used("berlin", MINUTE + 1).await.unwrap(), 1);
+    assert!(!s.return_slot("late").await.unwrap());
+    assert!(s.return_slot("x1").await.unwrap());
+}
+
 macro_rules! conformance {
     ($module:ident, $open:ident) => {
         mod $module {
@@ -464,6 +504,12 @@ macro_rules! conformance {
             async fn concurrent_creates_fail_alone() {
                 let b = $open().await;
                 super::concurrent_creates_fail_alone(b.store.clone()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn fulfilment_slots_never_exceed_capacity() {
+                let b = $open().await;
+                super::fulfilment_slots_never_exceed_capacity(b.store.clone()).await;
             }
 
             #[tokio::test]
