@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::fulfilment::FulfilmentConfig;
+use crate::inventory::feed::FeedConfig;
 use crate::payments::simulator::SimulatorConfig;
 
 /// Everything the checkout role needs to know.
@@ -32,6 +34,8 @@ pub struct CheckoutConfig {
     pub inventory: InventoryConfig,
     /// The payment provider. Only the simulator exists so far.
     pub provider: SimulatorConfig,
+    /// Warehouses' shipping capacity and what to do when it is reached.
+    pub fulfilment: FulfilmentConfig,
 }
 
 impl Default for CheckoutConfig {
@@ -46,6 +50,7 @@ impl Default for CheckoutConfig {
             http: HttpConfig::default(),
             inventory: InventoryConfig::default(),
             provider: SimulatorConfig::default(),
+            fulfilment: FulfilmentConfig::default(),
         }
     }
 }
@@ -128,12 +133,15 @@ pub struct InventoryConfig {
     /// database, in ms. Releases and restocks through this node clear it at once;
     /// this bounds how long a release on another node goes unseen. Default 1,000.
     pub sold_out_ttl_ms: u64,
+    /// The feed of stock from the catalog's offers.
+    pub feed: FeedConfig,
 }
 
 impl Default for InventoryConfig {
     fn default() -> Self {
         InventoryConfig {
             sold_out_ttl_ms: 1_000,
+            feed: FeedConfig::default(),
         }
     }
 }
@@ -168,6 +176,8 @@ impl CheckoutConfig {
         if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be > 0, got {v}"));
         }
+        self.inventory.feed.validate()?;
+        self.fulfilment.validate()?;
         if self.saga.retry_max_ms < self.saga.retry_base_ms {
             return Err(format!(
                 "checkout.saga.retry_max_ms ({}) must be >= retry_base_ms ({})",

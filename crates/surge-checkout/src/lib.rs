@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod config;
+pub mod fulfilment;
 pub mod inventory;
 pub mod metrics;
 pub mod order;
@@ -104,6 +105,7 @@ pub fn build(
         config: Arc::new(config.clone()),
         lock_ms: ms(config.idempotency_lock_ms),
         retention_ms: ms(config.idempotency_retention_ms),
+        fulfilment: fulfilment::Fulfilment::new(config.fulfilment.clone()),
     };
     Ok(Checkout { saga, api })
 }

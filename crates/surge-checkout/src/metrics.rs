@@ -22,3 +22,14 @@ pub const REPLAYS_TOTAL: &str = "surge_checkout_idempotent_replays_total";
 /// Counter: expired holds the sweeper acted on, labelled `action` (`release`, `commit`,
 /// `compensate`).
 pub const EXPIRED_HOLDS_TOTAL: &str = "surge_checkout_expired_holds_total";
+/// Counter: checkouts refused because their warehouse's capacity was reached, labelled
+/// `warehouse`.
+pub const FULFILMENT_REFUSED_TOTAL: &str = "surge_checkout_fulfilment_refused_total";
+/// Counter: checkouts queued for a later minute of their warehouse, labelled `warehouse`.
+pub const FULFILMENT_QUEUED_TOTAL: &str = "surge_checkout_fulfilment_queued_total";
+/// Gauge: the catalog outbox position the offer feed has applied to the inventory.
+pub const FEED_POSITION: &str = "surge_checkout_offer_feed_position";
+/// Counter: times the offer feed found a gap (pruned entries) and declared every offer.
+pub const FEED_RESYNCS_TOTAL: &str = "surge_checkout_offer_feed_resyncs_total";
+/// Counter: failed steps of the offer feed.
+pub const FEED_FAILURES_TOTAL: &str = "surge_checkout_offer_feed_failures_total";

@@ -17,6 +17,7 @@ fn level(available: i64, held: i64, sold: i64) -> Option<StockLevel> {
         available,
         held,
         sold,
+        ..StockLevel::default()
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::sync::watch;
 
+use surge_checkout::inventory::feed::OfferFeed;
 use surge_edge::Edge;
 use surge_edge::pipeline::dispatch::upstream;
 use surge_http::admin::AdminToken;
@@ -95,8 +96,15 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         let catalog = catalog_store
             .clone()
             .context("checkout prices from the catalog store")?;
-        let checkout = checkout::start(&config, catalog, stop_rx.clone(), &mut closers).await?;
+        let checkout =
+            checkout::start(&config, catalog.clone(), stop_rx.clone(), &mut closers).await?;
         tasks.push(tokio::spawn(checkout.saga.clone().run(stop_rx.clone())));
+        let feed = &config.checkout.inventory.feed;
+        if feed.enabled {
+            let inventory = checkout.saga.inventory().clone();
+            let feed = OfferFeed::new(catalog, inventory, feed.clone());
+            tasks.push(tokio::spawn(feed.run(stop_rx.clone())));
+        }
         let admin_token = AdminToken::new(&admin);
         keyed.push((
             "checkout".to_owned(),

@@ -95,19 +95,25 @@ async fn seed(http: &Http, base: &str) -> Vec<(String, String)> {
         .await
         .unwrap();
     assert!(s < 300, "offers: {s} {}", String::from_utf8_lossy(&b));
+    // The offers' stock reaches the inventory through the offer feed.
     for (sku, units) in [(HOT, HOT_STOCK)]
         .into_iter()
         .chain(NORMAL.iter().map(|s| (*s, NORMAL_STOCK)))
     {
-        let (s, b) = http
-            .send(
-                "POST",
-                &format!("{base}/admin/inventory/{sku}/DE"),
-                Some(json!({ "units": units })),
-            )
-            .await
-            .unwrap();
-        assert_eq!(s, 200, "restock: {}", String::from_utf8_lossy(&b));
+        common::poll_until(
+            Duration::from_secs(10),
+            "the offer feed declares the stock",
+            || async {
+                let (s, b) = http
+                    .send("GET", &format!("{base}/admin/inventory/{sku}/DE"), None)
+                    .await
+                    .unwrap();
+                s == 200
+                    && serde_json::from_slice::<Value>(&b).unwrap()["available"].as_i64()
+                        == Some(units)
+            },
+        )
+        .await;
     }
     let mut users = Vec::new();
     for i in 0..USERS {

@@ -143,6 +143,13 @@ impl CatalogStore for Gated {
     async fn offers_for(&self, id: &str, m: &str) -> surge_store::Result<Vec<surge_store::Offer>> {
         self.inner.offers_for(id, m).await
     }
+    async fn offers_page(
+        &self,
+        after: Option<&surge_store::Offer>,
+        limit: u32,
+    ) -> surge_store::Result<Vec<surge_store::Offer>> {
+        self.inner.offers_page(after, limit).await
+    }
     async fn outbox_head(&self) -> surge_store::Result<i64> {
         self.inner.outbox_head().await
     }

@@ -196,6 +196,7 @@ fn level_json(sku: &str, market: &str, level: surge_store::StockLevel) -> Respon
     Json(serde_json::json!({
         "sku": sku, "market": market,
         "available": level.available, "held": level.held, "sold": level.sold,
+        "declared": level.declared, "owed": level.owed,
     }))
     .into_response()
 }

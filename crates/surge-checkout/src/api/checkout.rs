@@ -12,6 +12,10 @@
 //! - a key whose first request died before answering (its lock ran out) → the order it
 //!   created, as it is now (that answer is then stored).
 //!
+//! Each checkout takes a slot of its warehouse's shipping capacity before its order is
+//! created ([`crate::fulfilment`]): when the capacity is reached it is refused with 503
+//! and `Retry-After`, or queued for a later minute (202, the saga starts then).
+//!
 //! A SKU this node knows to be sold out is answered 409 `sold-out` from memory before
 //! anything is written (no order, nothing stored under the key: a retry asks again).
 //!
@@ -32,6 +36,7 @@ use surge_http::{Problem, ProblemKind};
 use surge_store::{Created, NewOrder, OrderRow, SagaState, StepLog};
 
 use super::{Api, store_problem};
+use crate::fulfilment::Admission;
 use crate::metrics;
 use crate::order::{Address, OrderDocument, OrderLine, OrderView};
 use crate::saga::driver::now_ms;
@@ -273,6 +278,38 @@ pub async fn post(
     let now = now_ms();
     let timing = api.saga.timing();
     let id = new_order_id();
+    let admission = api
+        .fulfilment
+        .admit(orders.as_ref(), &id, &request.market, now)
+        .await
+        .map_err(store_problem)?;
+    let (starts_at, queued) = match &admission {
+        Admission::Full {
+            warehouse,
+            retry_after_secs,
+        } => {
+            ::metrics::counter!(metrics::FULFILMENT_REFUSED_TOTAL, "warehouse" => warehouse.clone())
+                .increment(1);
+            return Err(Problem::unavailable(
+                format!(
+                    "the warehouse that ships to {} has no capacity left for now; try again later",
+                    request.market
+                ),
+                *retry_after_secs,
+            ));
+        }
+        Admission::Queued { warehouse, at_ms } => {
+            ::metrics::counter!(metrics::FULFILMENT_QUEUED_TOTAL, "warehouse" => warehouse.clone())
+                .increment(1);
+            (
+                *at_ms,
+                Some(format!(
+                    "waiting for a shipping slot of warehouse {warehouse}"
+                )),
+            )
+        }
+        Admission::Now | Admission::Unlimited => (now, None),
+    };
     let doc = OrderDocument {
         lines,
         shipping_address: request.shipping_address.clone(),
@@ -290,10 +327,15 @@ pub async fn post(
         saga_state: SagaState::Running,
         step: Step::HoldStock.as_str().into(),
         attempts: 0,
-        next_at_ms: now,
-        step_deadline_ms: now.saturating_add(timing.step_deadline_ms),
+        next_at_ms: starts_at,
+        step_deadline_ms: starts_at.saturating_add(timing.step_deadline_ms),
         lease_owner: api.saga.node().to_owned(),
-        lease_until_ms: now.saturating_add(api.saga.lease_ms()),
+        // A queued saga is left to the recovery poller, which takes it up when due.
+        lease_until_ms: if queued.is_some() {
+            now
+        } else {
+            now.saturating_add(api.saga.lease_ms())
+        },
         version: 1,
         created_at_ms: now,
         updated_at_ms: now,
@@ -303,24 +345,41 @@ pub async fn post(
         request_hash: hash.clone(),
         locked_until_ms: now.saturating_add(api.lock_ms),
         key_expires_at_ms: now.saturating_add(api.retention_ms),
-        log: vec![
-            StepLog {
+        log: [
+            Some(StepLog {
                 step: "create_order".into(),
                 outcome: "done".into(),
                 detail: String::new(),
                 at_ms: now,
-            },
-            StepLog {
+            }),
+            queued.clone().map(|detail| StepLog {
+                step: "queued".into(),
+                outcome: "intent".into(),
+                detail,
+                at_ms: now,
+            }),
+            Some(StepLog {
                 step: Step::HoldStock.as_str().into(),
                 outcome: "intent".into(),
                 detail: String::new(),
-                at_ms: now,
-            },
-        ],
+                at_ms: starts_at,
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
         events: vec![order_placed(&order)],
         order,
     };
-    match orders.create(&new).await.map_err(store_problem)? {
+    let created = orders.create(&new).await;
+    if !matches!(created, Ok(Created::New)) && admission != Admission::Unlimited {
+        // No order was created here: its fulfilment slot goes back (should that fail,
+        // the slot stays taken: capacity unused, never exceeded).
+        if let Err(e) = orders.return_slot(&id).await {
+            tracing::warn!(order = %id, error = %e, "cannot give a fulfilment slot back");
+        }
+    }
+    match created.map_err(store_problem)? {
         Created::New => {}
         Created::Existing(existing) => {
             // A concurrent request with the same key won the race.
@@ -331,6 +390,11 @@ pub async fn post(
     ::metrics::counter!(metrics::CHECKOUTS_TOTAL, "market" => request.market.clone()).increment(1);
     let mut row = new.order;
     row.version = 1;
+    if queued.is_some() {
+        // Its saga starts when its minute comes: 202 with the pending order.
+        drop(slot);
+        return respond_and_store(&api, &env.user_id, &key, &row, &doc).await;
+    }
     let handle = api.saga.start(row.clone(), slot);
     let finished = match handle {
         Some(h) => {

@@ -35,6 +35,8 @@ pub struct Api {
     pub lock_ms: i64,
     /// `idempotency_retention_ms`, as i64.
     pub retention_ms: i64,
+    /// Fulfilment capacity: the slot a checkout takes before its order is created.
+    pub fulfilment: crate::fulfilment::Fulfilment,
 }
 
 /// A store failure as the client sees it: 503, try again.

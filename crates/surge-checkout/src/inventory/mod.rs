@@ -7,12 +7,16 @@
 //! release or restock through this service and after `sold_out_ttl_ms` (which bounds
 //! how long a release on another node goes unseen). A wrong "available" hint only costs
 //! a database round trip; a stale "sold out" costs at most one TTL of refusals.
+//!
+//! Stock comes from the catalog's offers through the [`feed`], and from restocks.
+
+pub mod feed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use surge_store::{HoldLine, HoldOutcome, InventoryStore, StockLevel, StoreError};
+use surge_store::{Declared, HoldLine, HoldOutcome, InventoryStore, StockLevel, StoreError};
 use tokio::time::Instant;
 
 use crate::config::InventoryConfig;
@@ -132,6 +136,22 @@ impl Inventory {
         let level = self.store.restock(sku, market, units).await?;
         self.forget([(sku, market)]);
         Ok(level)
+    }
+
+    /// Applies declared stock levels and moves the feed `feed` from `from` to `to` (see
+    /// [`InventoryStore::declare`]); forgets the sold-out marks of the SKUs declared.
+    pub async fn declare(
+        &self,
+        feed: &str,
+        from: i64,
+        to: i64,
+        levels: &[Declared],
+    ) -> Result<bool, StoreError> {
+        let applied = self.store.declare(feed, from, to, levels).await?;
+        if applied {
+            self.forget(levels.iter().map(|l| (l.sku.as_str(), l.market.as_str())));
+        }
+        Ok(applied)
     }
 
     /// The counters of one SKU in one market.

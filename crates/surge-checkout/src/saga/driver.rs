@@ -254,6 +254,13 @@ impl Orchestrator {
                     store_failures = 0;
                     inner.progress.send_modify(|n| *n = n.wrapping_add(1));
                     observe(&order, &next);
+                    if next.saga_state == SagaState::Done
+                        && next.status == "cancelled"
+                        && let Err(e) = inner.orders.return_slot(&next.id).await
+                    {
+                        // The slot stays taken: capacity goes unused, never exceeded.
+                        tracing::warn!(order = %next.id, error = %e, "cannot give a cancelled order's fulfilment slot back");
+                    }
                     order = next;
                 }
                 // Someone else moved it (an operator, the sweeper, another node).
@@ -448,6 +455,8 @@ impl Orchestrator {
             ::metrics::counter!(metrics::EXPIRED_HOLDS_TOTAL, "action" => action).increment(1);
             acted += 1;
         }
+        // Slots of past minutes can no longer be given back usefully.
+        inner.orders.prune_slots(now.div_euclid(60_000) - 1).await?;
         let purged = inner.orders.purge_keys(now, PURGE_BATCH).await?;
         if purged > 0 {
             tracing::debug!(purged, "forgot expired idempotency keys");
