@@ -463,6 +463,25 @@ macro_rules! sql_store {
                 .map_err(StoreError::from_sqlx)
             }
 
+            /// An offer of `product_id` in `market` from a row whose columns from `skip` on
+            /// are merchant_id, price_minor, currency, stock, updated_at_ms.
+            fn offer_at(
+                row: &<$db as Database>::Row,
+                product_id: String,
+                market: String,
+                skip: usize,
+            ) -> std::result::Result<Offer, sqlx::Error> {
+                Ok(Offer {
+                    product_id,
+                    market,
+                    merchant_id: row.try_get(skip)?,
+                    price_minor: row.try_get(skip + 1)?,
+                    currency: row.try_get(skip + 2)?,
+                    stock: row.try_get(skip + 3)?,
+                    updated_at_ms: row.try_get(skip + 4)?,
+                })
+            }
+
             async fn lock_outbox(tx: &mut sqlx::Transaction<'static, $db>) -> Result<()> {
                 if !$lock.is_empty() {
                     sqlx::query($lock).execute(&mut **tx).await.map_err(StoreError::from_sqlx)?;
@@ -684,17 +703,7 @@ macro_rules! sql_store {
                 .await
                 .and_then(|rows| {
                     rows.into_iter()
-                        .map(|row| {
-                            Ok(Offer {
-                                product_id: product_id.to_owned(),
-                                market: market.to_owned(),
-                                merchant_id: row.try_get(0)?,
-                                price_minor: row.try_get(1)?,
-                                currency: row.try_get(2)?,
-                                stock: row.try_get(3)?,
-                                updated_at_ms: row.try_get(4)?,
-                            })
-                        })
+                        .map(|row| Self::offer_at(&row, product_id.to_owned(), market.to_owned(), 0))
                         .collect()
                 })
                 .map_err(StoreError::from_sqlx);
@@ -721,17 +730,7 @@ macro_rules! sql_store {
                 .await
                 .and_then(|rows| {
                     rows.into_iter()
-                        .map(|row| {
-                            Ok(Offer {
-                                product_id: row.try_get(0)?,
-                                market: row.try_get(1)?,
-                                merchant_id: row.try_get(2)?,
-                                price_minor: row.try_get(3)?,
-                                currency: row.try_get(4)?,
-                                stock: row.try_get(5)?,
-                                updated_at_ms: row.try_get(6)?,
-                            })
-                        })
+                        .map(|row| Self::offer_at(&row, row.try_get(0)?, row.try_get(1)?, 2))
                         .collect()
                 })
                 .map_err(StoreError::from_sqlx);
