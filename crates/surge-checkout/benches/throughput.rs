@@ -101,7 +101,7 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool, ra
         &CheckoutConfig::default(),
         stores.clone(),
         provider,
-        Arc::new(CatalogPricing::new(catalog)),
+        Arc::new(CatalogPricing::new(catalog.clone())),
         stop_rx,
     )
     .unwrap();
@@ -202,5 +202,17 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool, ra
             level.available,
             (level.sold - stock).max(0)
         );
+    }
+    stores.close().await;
+    catalog.close().await;
+    if let Some(url) = &pg {
+        // Leave nothing behind: every run makes its own schema.
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let drop = format!("DROP SCHEMA \"{schema}\" CASCADE");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
 }

@@ -1,9 +1,11 @@
-//! Group commit for the writes of one SQLite store.
+//! Group commit for the writes of one checkout store (SQLite or PostgreSQL).
 //!
 //! A SQLite store has one writer connection and runs `synchronous = FULL`, so every
-//! commit is an fsync and every write transaction queues behind the one before it. Here
-//! concurrent writes are queued to one writer instead, which runs every write waiting
-//! (at most [`MAX_BATCH`]) inside ONE transaction and commits once:
+//! commit is an fsync and every write transaction queues behind the one before it. On
+//! PostgreSQL every transaction costs a `BEGIN` and a `COMMIT` round trip (and a WAL
+//! flush) besides its statements, and the server's CPU is shared with the service on a
+//! small machine. Here concurrent writes are queued to one writer instead, which runs
+//! every write waiting (at most [`MAX_BATCH`]) inside ONE transaction and commits once:
 //!
 //! ```text
 //! BEGIN IMMEDIATE
@@ -24,7 +26,13 @@
 //! statements that each stand alone, like autocommitted ones) needs no savepoint: a
 //! failing SQLite statement undoes its own changes and leaves the transaction open.
 //!
-//! A savepoint costs a round trip to SQLite's thread, and most writes neither fail nor
+//! On PostgreSQL any failing statement aborts the whole transaction, so there every
+//! write that fails in the first pass (not only one that needed a savepoint) has the
+//! batch redone, with savepoints from that write on; a write of one statement that
+//! fails in its savepoint is then undone as a whole (a write of two statements that
+//! would each have stood alone loses both).
+//!
+//! A savepoint costs a round trip to the database, and most writes neither fail nor
 //! undo, so a batch first runs without any. When a write that needed one fails or
 //! undoes, the batch is rolled back and run again with savepoints from that write on;
 //! the writes before it see the same state as before and do the same again. So a write
@@ -37,7 +45,11 @@
 //! transaction by itself. A rollback hook on the writer connection reports that; the
 //! batch is then abandoned and every caller in it gets an error, exactly as if the
 //! commit had failed (later writes must not run outside a transaction). The same
-//! happens if a write panics.
+//! happens if a write panics. On PostgreSQL the commit is sent as `SELECT 1; COMMIT`:
+//! should a write have gone on after an error of its own (leaving the transaction
+//! aborted, where a bare `COMMIT` would roll back and still succeed), the `SELECT`
+//! fails and so does the batch; and after any failed batch the connection is closed
+//! rather than reused.
 //!
 //! ## Backpressure
 //! The queue holds at most [`QUEUE_DEPTH`] writes; callers beyond that wait for room.
@@ -45,13 +57,15 @@
 //! ## The thread and the connection
 //! A batch is a chain of round trips to the connection's SQLite thread, one statement
 //! at a time, so its length is set by how fast the writer is woken after each one. The
-//! writer therefore runs on a thread of its own (with a one-thread runtime), not as a
-//! task among the request tasks, where every wake-up could wait for a busy worker.
+//! SQLite writer therefore runs on a thread of its own (with a one-thread runtime), not
+//! as a task among the request tasks, where every wake-up could wait for a busy worker.
+//! The PostgreSQL writer is a task: its connection's socket belongs to the runtime that
+//! opened the pool.
 //!
-//! It takes the pool's one connection with its first write and keeps it (giving it back
+//! It takes a connection of the pool with its first write and keeps it (giving it back
 //! to the pool costs a round trip per batch), so every write of a store that uses group
-//! commit goes through the writer. Closing the store stops the writer first: it commits
-//! what is queued and closes the connection.
+//! commit goes through the writer (on SQLite the pool's only one). Closing the store
+//! stops the writer first: it commits what is queued and closes the connection.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -61,7 +75,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::FutureExt;
 use sqlx::pool::PoolConnection;
-use sqlx::{Database, PgConnection, Pool, Postgres, Sqlite, SqliteConnection};
+use sqlx::{Database, Executor, Pool, Postgres, Sqlite};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::sql::SqlStore;
@@ -88,22 +102,69 @@ pub(crate) enum Step<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pace {
     /// Without a savepoint of its own (the optimistic first pass of a batch): the write
-    /// may send its statements to SQLite together, in one round trip, speculatively. It
+    /// may send its statements together, in one round trip, speculatively (see
+    /// [`chain`]). It
     /// must then either answer what [`Pace::Stepwise`] would have answered on the same
     /// state, or fail or undo: the batch is then redone, and this write runs stepwise
     /// in its own savepoint.
     Fast,
-    /// Inside its own savepoint (on PostgreSQL: its own transaction): one statement at a
-    /// time, each decided on the results before it.
+    /// Inside its own savepoint (or its own transaction): one statement at a time, each
+    /// decided on the results before it.
     Stepwise,
+}
+
+/// A database whose writes can be grouped: what differs between SQLite and PostgreSQL.
+pub(crate) trait Grouped: Database
+where
+    for<'c> &'c mut Self::Connection: Executor<'c, Database = Self>,
+{
+    /// Whether a failing statement aborts the whole transaction (PostgreSQL) rather
+    /// than only undoing itself (SQLite).
+    const ERROR_ABORTS: bool;
+    /// Ends a batch: commits, or fails if the transaction cannot commit.
+    const COMMIT: &'static str;
+    /// Starts the writer: on a thread of its own (SQLite) or as a task (PostgreSQL).
+    fn spawn(name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running>;
+}
+
+impl Grouped for Sqlite {
+    const ERROR_ABORTS: bool = false;
+    const COMMIT: &'static str = "COMMIT";
+
+    fn spawn(name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || runtime.block_on(writer))?;
+        Ok(Running::Thread(thread))
+    }
+}
+
+impl Grouped for Postgres {
+    const ERROR_ABORTS: bool = true;
+    const COMMIT: &'static str = "SELECT 1; COMMIT";
+
+    fn spawn(_name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running> {
+        Ok(Running::Task(tokio::spawn(writer)))
+    }
+}
+
+/// Where a writer runs.
+pub(crate) enum Running {
+    /// A thread of its own.
+    Thread(std::thread::JoinHandle<()>),
+    /// A task of the runtime that opened the store.
+    Task(tokio::task::JoinHandle<()>),
 }
 
 /// A write as the writer sees it: run it (again, if the batch is redone), then
 /// deliver the result of its last run.
-trait Operation: Send {
+trait Operation<DB: Database>: Send {
     /// Runs the write on the batch's connection. Returns whether its changes must be
     /// rolled back (it failed, or asked to undo).
-    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection, pace: Pace) -> BoxFuture<'a, bool>;
+    fn run<'a>(&'a mut self, conn: &'a mut DB::Connection, pace: Pace) -> BoxFuture<'a, bool>;
 
     /// Hands the caller its result: its own, if the batch committed (or it failed by
     /// itself), otherwise the batch's error.
@@ -112,14 +173,28 @@ trait Operation: Send {
 
 /// A write: what it works on, and the statements it runs on that (it may run more than
 /// once: see the module docs).
-pub(crate) trait WriteOp<D, T>:
-    for<'a> Fn(&'a D, &'a mut SqliteConnection, Pace) -> BoxFuture<'a, Result<Step<T>>> + Send + 'static
+pub(crate) trait WriteOp<DB: Database, D, T>:
+    for<'a> Fn(&'a D, &'a mut DB::Connection, Pace) -> BoxFuture<'a, Result<Step<T>>> + Send + 'static
 {
 }
 
-impl<D, T, F> WriteOp<D, T> for F where
-    F: for<'a> Fn(&'a D, &'a mut SqliteConnection, Pace) -> BoxFuture<'a, Result<Step<T>>>
+impl<DB: Database, D, T, F> WriteOp<DB, D, T> for F where
+    F: for<'a> Fn(&'a D, &'a mut DB::Connection, Pace) -> BoxFuture<'a, Result<Step<T>>>
         + Send
+        + 'static
+{
+}
+
+/// A write of one statement (or of statements that would each stand alone).
+pub(crate) trait WriteOneOp<DB: Database, D, T>:
+    for<'a> Fn(&'a D, &'a mut DB::Connection) -> BoxFuture<'a, Result<T>> + Send + Sync + 'static
+{
+}
+
+impl<DB: Database, D, T, F> WriteOneOp<DB, D, T> for F where
+    F: for<'a> Fn(&'a D, &'a mut DB::Connection) -> BoxFuture<'a, Result<T>>
+        + Send
+        + Sync
         + 'static
 {
 }
@@ -132,13 +207,14 @@ struct Pending<D, T, F> {
     reply: oneshot::Sender<Result<T>>,
 }
 
-impl<D, T, F> Operation for Pending<D, T, F>
+impl<DB, D, T, F> Operation<DB> for Pending<D, T, F>
 where
+    DB: Database,
     D: Send + 'static,
     T: Send + 'static,
-    F: WriteOp<D, T>,
+    F: WriteOp<DB, D, T>,
 {
-    fn run<'a>(&'a mut self, conn: &'a mut SqliteConnection, pace: Pace) -> BoxFuture<'a, bool> {
+    fn run<'a>(&'a mut self, conn: &'a mut DB::Connection, pace: Pace) -> BoxFuture<'a, bool> {
         Box::pin(async move {
             let (result, undo) = match (self.op)(&self.data, conn, pace).await {
                 Ok(Step::Keep(v)) => (Ok(v), false),
@@ -164,52 +240,69 @@ where
 }
 
 /// A queued write and whether it runs inside its own savepoint.
-struct Job {
+struct Job<DB> {
     savepoint: bool,
-    op: Box<dyn Operation>,
+    op: Box<dyn Operation<DB>>,
 }
 
-/// Handle to a store's writer (one per SQLite store that writes through it).
-pub(crate) struct GroupWriter {
-    queue: mpsc::Sender<Job>,
+/// How a writer starts each batch.
+pub(crate) struct Batching {
+    /// Starts a batch's transaction (and may take locks the store's writes need).
+    pub(crate) begin: &'static str,
+    /// Set by the database when it rolled the whole transaction back by itself
+    /// (SQLite's rollback hook); `None` where that cannot happen unseen.
+    pub(crate) rolled_back: Option<Arc<AtomicBool>>,
+}
+
+/// Handle to a store's writer (one per store that writes through it).
+pub(crate) struct GroupWriter<DB: Database> {
+    queue: mpsc::Sender<Job<DB>>,
     stop: watch::Sender<bool>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    running: std::sync::Mutex<Option<Running>>,
 }
 
-impl GroupWriter {
-    /// Starts the writer on its own thread, on `pool` (whose single connection reports
-    /// whole-transaction rollbacks in `rolled_back`). The writer takes the connection
-    /// with the first write and keeps it until [`stop`](Self::stop) or until the handle
-    /// is dropped, so a store that writes through it must not use `pool` itself.
-    pub(crate) fn start(
-        store: &'static str,
-        pool: Pool<Sqlite>,
-        rolled_back: Arc<AtomicBool>,
-    ) -> std::io::Result<Self> {
-        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        let (stop, stopped) = watch::channel(false);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name(format!("{store}-writer"))
-            .spawn(move || runtime.block_on(run(store, pool, jobs, stopped, rolled_back)))?;
-        Ok(GroupWriter {
-            queue,
-            stop,
-            thread: std::sync::Mutex::new(Some(thread)),
-        })
-    }
-
+impl<DB: Database> GroupWriter<DB> {
     /// Refuses new writes ([`StoreError::Closed`]), commits the ones already queued and
     /// waits for the writer to close its connection.
     pub(crate) async fn stop(&self) {
         self.stop.send_replace(true);
-        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
-        if let Some(thread) = thread {
-            // A writer that panicked has dropped its connection too.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let running = self.running.lock().ok().and_then(|mut r| r.take());
+        // A writer that panicked has dropped its connection too.
+        match running {
+            Some(Running::Thread(thread)) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            Some(Running::Task(task)) => {
+                let _ = task.await;
+            }
+            None => {}
         }
+    }
+}
+
+impl<DB> GroupWriter<DB>
+where
+    DB: Grouped,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Starts the writer on `pool`. The writer takes a connection with its first batch
+    /// and keeps it until [`stop`](Self::stop) or until the handle is dropped, so a
+    /// SQLite store that writes through it must not use `pool` (its one connection)
+    /// itself.
+    pub(crate) fn start(
+        store: &'static str,
+        pool: Pool<DB>,
+        batching: Batching,
+    ) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        let (stop, stopped) = watch::channel(false);
+        let writer = run(store, pool, jobs, stopped, batching);
+        let running = DB::spawn(format!("{store}-writer"), Box::pin(writer))?;
+        Ok(GroupWriter {
+            queue,
+            stop,
+            running: std::sync::Mutex::new(Some(running)),
+        })
     }
 
     /// Runs `op` on `data` in the next batch, inside its own savepoint: [`Step::Undo`] or
@@ -218,7 +311,7 @@ impl GroupWriter {
     where
         D: Send + 'static,
         T: Send + 'static,
-        F: WriteOp<D, T>,
+        F: WriteOp<DB, D, T>,
     {
         self.submit(true, data, op).await
     }
@@ -230,14 +323,15 @@ impl GroupWriter {
     where
         D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<T>>
-            + Send
-            + Sync
-            + 'static,
+        F: WriteOneOp<DB, D, T>,
     {
-        self.submit(false, (data, op), |(data, op), conn, _| {
-            Box::pin(async move { op(data, conn).await.map(Step::Keep) })
-        })
+        self.submit(
+            false,
+            (data, op),
+            |(data, op): &(D, F), conn: &mut DB::Connection, _| {
+                Box::pin(async move { op(data, conn).await.map(Step::Keep) })
+            },
+        )
         .await
     }
 
@@ -245,7 +339,7 @@ impl GroupWriter {
     where
         D: Send + 'static,
         T: Send + 'static,
-        F: WriteOp<D, T>,
+        F: WriteOp<DB, D, T>,
     {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -289,15 +383,18 @@ impl Abort {
     }
 }
 
-async fn run(
+async fn run<DB>(
     store: &'static str,
-    pool: Pool<Sqlite>,
-    mut jobs: mpsc::Receiver<Job>,
+    pool: Pool<DB>,
+    mut jobs: mpsc::Receiver<Job<DB>>,
     mut stop: watch::Receiver<bool>,
-    rolled_back: Arc<AtomicBool>,
-) {
+    batching: Batching,
+) where
+    DB: Grouped,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut held: Option<PoolConnection<Sqlite>> = None;
+    let mut held: Option<PoolConnection<DB>> = None;
     loop {
         let received = tokio::select! {
             n = jobs.recv_many(&mut batch, MAX_BATCH) => n,
@@ -321,11 +418,15 @@ async fn run(
         };
         let outcome = match conn {
             Ok(mut conn) => {
-                let r = run_batch(&mut conn, &mut batch, &rolled_back).await;
-                // After a failure the pool checks the connection before it is used again.
+                let r = run_batch(&mut *conn, &mut batch, &batching).await;
                 if r.is_ok() {
                     held = Some(conn);
+                } else if DB::ERROR_ABORTS {
+                    // Its transaction may still be open: never hand it to anyone else.
+                    let _ = conn.close().await;
                 }
+                // SQLite: after a failure the pool checks the connection before it is
+                // used again.
                 r
             }
             Err(e) => Err(e),
@@ -345,26 +446,33 @@ async fn run(
 /// Runs every job of `batch` in one transaction on `conn` and commits it.
 ///
 /// The first pass is optimistic: no savepoints. If a job that needs one fails or asks
-/// to undo, the whole transaction is rolled back and the batch runs again, with
-/// savepoints from that job on (the jobs before it run again as they did, on the same
-/// state). Only the results of the pass that commits are delivered.
-async fn run_batch(
-    conn: &mut SqliteConnection,
-    batch: &mut [Job],
-    rolled_back: &AtomicBool,
-) -> std::result::Result<(), Abort> {
+/// to undo (on PostgreSQL: any job that fails), the whole transaction is rolled back
+/// and the batch runs again, with savepoints from that job on (the jobs before it run
+/// again as they did, on the same state). Only the results of the pass that commits
+/// are delivered.
+async fn run_batch<DB>(
+    conn: &mut DB::Connection,
+    batch: &mut [Job<DB>],
+    batching: &Batching,
+) -> std::result::Result<(), Abort>
+where
+    DB: Grouped,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     let mut safe_from = batch.len();
     loop {
-        begin(conn).await?;
-        rolled_back.store(false, Ordering::Release);
-        let ran = run_jobs(conn, batch, safe_from, rolled_back).await;
+        begin::<DB>(conn, batching.begin).await?;
+        if let Some(flag) = &batching.rolled_back {
+            flag.store(false, Ordering::Release);
+        }
+        let ran = run_jobs::<DB>(conn, batch, safe_from, batching.rolled_back.as_deref()).await;
         let committed = match ran {
             // Also releases the savepoint the last job may have left open.
-            Ok(()) => exec(conn, "COMMIT").await.map_err(Abort::sqlx),
+            Ok(()) => exec::<DB>(conn, DB::COMMIT).await.map_err(Abort::sqlx),
             // Strictly before `safe_from`, so this ends.
             Err(Pass::Redo(from)) => {
                 metrics::counter!(crate::metrics::GROUP_COMMIT_REDONE_TOTAL).increment(1);
-                exec(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
+                exec::<DB>(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
                 safe_from = from;
                 continue;
             }
@@ -372,8 +480,8 @@ async fn run_batch(
         };
         if committed.is_err() {
             // Leave the connection outside any transaction for the next user (an error
-            // here only means SQLite rolled back already).
-            let _ = exec(conn, "ROLLBACK").await;
+            // here only means the database rolled back already).
+            let _ = exec::<DB>(conn, "ROLLBACK").await;
         }
         return committed;
     }
@@ -389,26 +497,32 @@ enum Pass {
 }
 
 /// Runs the jobs in order, jobs from `safe_from` on inside their savepoint if they need
-/// one. A kept savepoint is released lazily, together with the next job's `SAVEPOINT`
-/// (or by the `COMMIT`): one round trip to SQLite per job instead of two. A job without
-/// a savepoint that runs inside a kept one is unaffected: a kept savepoint is only ever
-/// released, never rolled back to.
-async fn run_jobs(
-    conn: &mut SqliteConnection,
-    batch: &mut [Job],
+/// one (on PostgreSQL every job does: any error aborts the transaction). A kept
+/// savepoint is released lazily, together with the next job's `SAVEPOINT` (or by the
+/// `COMMIT`): one round trip per job instead of two. A job without a savepoint that
+/// runs inside a kept one is unaffected: a kept savepoint is only ever released, never
+/// rolled back to.
+async fn run_jobs<DB>(
+    conn: &mut DB::Connection,
+    batch: &mut [Job<DB>],
     safe_from: usize,
-    rolled_back: &AtomicBool,
-) -> std::result::Result<(), Pass> {
+    rolled_back: Option<&AtomicBool>,
+) -> std::result::Result<(), Pass>
+where
+    DB: Grouped,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     let mut open = false;
     for (n, job) in batch.iter_mut().enumerate() {
-        let savepoint = job.savepoint && n >= safe_from;
+        let needs = job.savepoint || DB::ERROR_ABORTS;
+        let savepoint = needs && n >= safe_from;
         if savepoint {
             let start = if open {
                 "RELEASE op; SAVEPOINT op"
             } else {
                 "SAVEPOINT op"
             };
-            exec(conn, start)
+            exec::<DB>(conn, start)
                 .await
                 .map_err(|e| Pass::Abort(Abort::sqlx(e)))?;
             open = true;
@@ -422,16 +536,16 @@ async fn run_jobs(
             .catch_unwind()
             .await
             .map_err(|_| Pass::Abort(Abort::message("a write panicked")))?;
-        if rolled_back.load(Ordering::Acquire) {
+        if rolled_back.is_some_and(|r| r.load(Ordering::Acquire)) {
             return Err(Pass::Abort(Abort::message(
                 "SQLite rolled the transaction back after an error",
             )));
         }
-        if undo && job.savepoint {
+        if undo && needs {
             if !savepoint {
                 return Err(Pass::Redo(n));
             }
-            exec(conn, "ROLLBACK TO op; RELEASE op")
+            exec::<DB>(conn, "ROLLBACK TO op; RELEASE op")
                 .await
                 .map_err(|e| Pass::Abort(Abort::sqlx(e)))?;
             open = false;
@@ -440,36 +554,76 @@ async fn run_jobs(
     Ok(())
 }
 
-/// Starts the batch's transaction, taking the write lock at once. A connection left
-/// inside a transaction (a batch abandoned mid-way) is rolled back first.
-async fn begin(conn: &mut SqliteConnection) -> std::result::Result<(), Abort> {
-    match exec(conn, "BEGIN IMMEDIATE").await {
+/// Starts the batch's transaction with `sql`. A SQLite connection left inside a
+/// transaction (a batch abandoned mid-way) is rolled back first (a PostgreSQL one is
+/// never reused after a failed batch).
+async fn begin<DB>(conn: &mut DB::Connection, sql: &'static str) -> std::result::Result<(), Abort>
+where
+    DB: Grouped,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    match exec::<DB>(conn, sql).await {
         Ok(()) => Ok(()),
         Err(sqlx::Error::Database(e)) if e.message().contains("within a transaction") => {
-            exec(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
-            exec(conn, "BEGIN IMMEDIATE").await.map_err(Abort::sqlx)
+            exec::<DB>(conn, "ROLLBACK").await.map_err(Abort::sqlx)?;
+            exec::<DB>(conn, sql).await.map_err(Abort::sqlx)
         }
         Err(e) => Err(Abort::sqlx(e)),
     }
 }
 
-async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> sqlx::Result<()> {
+async fn exec<DB>(conn: &mut DB::Connection, sql: &'static str) -> sqlx::Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     sqlx::raw_sql(sql).execute(conn).await.map(|_| ())
 }
 
-/// `statements` as one text for SQLite, which runs them in order in one round trip:
-/// separated by `;`, each statement's `$n` renumbered after those of the statements
-/// before it (SQLite binds `$n` across the whole text), so the arguments are bound one
-/// statement after the other. The statements themselves are the texts both dialects
-/// share; PostgreSQL runs them one by one instead.
-pub(crate) fn chain<S: AsRef<str>>(statements: &[S]) -> String {
-    let mut out = String::new();
+/// `statements` as one statement text, run in one round trip with the arguments of each
+/// statement bound after those of the statements before it (each statement's `$n` is
+/// renumbered after theirs). The statements are the texts both dialects share.
+///
+/// SQLite runs the statements in order, separated by `;`, and returns every row any of
+/// them returns; those that must return rows are listed in `rows` (the others must
+/// return none). PostgreSQL takes one statement only: there they become the
+/// data-modifying parts of one `WITH` (`s0`, `s1`, …), which all run on the same
+/// snapshot, so none may depend on what another writes. It returns the rows of the one
+/// statement in `rows`, or one row (`1`) per row of each statement in `rows` when they
+/// are several (to be counted).
+pub(crate) fn chain<DB: Grouped, S: AsRef<str>>(statements: &[S], rows: &[usize]) -> String
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let renumbered = renumber(statements);
+    if !DB::ERROR_ABORTS {
+        return renumbered.join("; ");
+    }
+    let mut out = String::from("WITH ");
+    for (i, statement) in renumbered.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&format!("s{i} AS ({statement})"));
+    }
+    match rows {
+        [one] => out.push_str(&format!(" SELECT * FROM s{one}")),
+        many => {
+            let selects: Vec<String> = many.iter().map(|i| format!("SELECT 1 FROM s{i}")).collect();
+            out.push(' ');
+            out.push_str(&selects.join(" UNION ALL "));
+        }
+    }
+    out
+}
+
+/// Each statement with its `$n` renumbered after those of the statements before it.
+fn renumber<S: AsRef<str>>(statements: &[S]) -> Vec<String> {
+    let mut all = Vec::with_capacity(statements.len());
     let mut offset = 0;
     for statement in statements {
         let statement = statement.as_ref();
-        if !out.is_empty() {
-            out.push_str("; ");
-        }
+        let mut out = String::with_capacity(statement.len() + 8);
         let mut highest = 0;
         let mut chars = statement.char_indices().peekable();
         while let Some((i, c)) = chars.next() {
@@ -493,13 +647,14 @@ pub(crate) fn chain<S: AsRef<str>>(statements: &[S]) -> String {
             }
         }
         offset += highest;
+        all.push(out);
     }
-    out
+    all
 }
 
 /// Runs `op` on `data` in a transaction of its own on `pool`: committed on
-/// [`Step::Keep`], rolled back on [`Step::Undo`] or an error. PostgreSQL's path (its many
-/// connections commit in parallel), and SQLite's while a store is being opened.
+/// [`Step::Keep`], rolled back on [`Step::Undo`] or an error: for stores without a
+/// writer, and while a store is being opened.
 async fn per_call<DB, D, T, F>(pool: &Pool<DB>, data: &D, op: F) -> Result<T>
 where
     DB: Database,
@@ -527,14 +682,21 @@ where
     op(data, &mut *conn).await
 }
 
-impl SqlStore<Sqlite> {
+// The writes are the crate's own; `Grouped` is an implementation detail of them.
+#[allow(private_bounds)]
+impl<DB> SqlStore<DB>
+where
+    DB: Grouped,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     /// Runs a write of several statements: in the next group commit, inside its own
-    /// savepoint (see [`GroupWriter::write`]).
+    /// savepoint (see [`GroupWriter::write`]); without a writer, in a transaction of
+    /// its own.
     pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
         D: Send + 'static,
         T: Send + 'static,
-        F: WriteOp<D, T>,
+        F: WriteOp<DB, D, T>,
     {
         match &self.group {
             Some(group) => group.write(data, op).await,
@@ -543,39 +705,18 @@ impl SqlStore<Sqlite> {
     }
 
     /// Runs a write of one statement (or of statements that stand alone) in the next
-    /// group commit (see [`GroupWriter::write_one`]).
+    /// group commit (see [`GroupWriter::write_one`]); without a writer, as autocommitted
+    /// statements.
     pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
     where
         D: Send + Sync + 'static,
         T: Send + 'static,
-        F: for<'a> Fn(&'a D, &'a mut SqliteConnection) -> BoxFuture<'a, Result<T>>
-            + Send
-            + Sync
-            + 'static,
+        F: WriteOneOp<DB, D, T>,
     {
         match &self.group {
             Some(group) => group.write_one(data, op).await,
             None => per_call_one(&self.writer, &data, op).await,
         }
-    }
-}
-
-impl SqlStore<Postgres> {
-    /// Runs a write of several statements in a transaction of its own.
-    pub(crate) async fn write<D, T, F>(&self, data: D, op: F) -> Result<T>
-    where
-        F: for<'a> Fn(&'a D, &'a mut PgConnection, Pace) -> BoxFuture<'a, Result<Step<T>>>,
-    {
-        per_call(&self.writer, &data, op).await
-    }
-
-    /// Runs a write of one statement (or of statements that stand alone) outside a
-    /// transaction, as autocommitted statements.
-    pub(crate) async fn write_one<D, T, F>(&self, data: D, op: F) -> Result<T>
-    where
-        F: for<'a> Fn(&'a D, &'a mut PgConnection) -> BoxFuture<'a, Result<T>>,
-    {
-        per_call_one(&self.writer, &data, op).await
     }
 }
 

@@ -15,8 +15,11 @@
 //!
 //! ## Why the outbox takes a lock on PostgreSQL
 //! As in the catalog store: a relay reads the outbox by position, so commits must land
-//! in position order. PostgreSQL writers take a transaction-scoped advisory lock just
-//! before inserting their events; SQLite has one writer.
+//! in position order. SQLite has one writer. On PostgreSQL the store's group writer
+//! takes a transaction-scoped advisory lock with the `BEGIN` of every batch
+//! ([`PG_BATCH_BEGIN`]), so batches of all processes sharing the database commit one
+//! after the other, and a write run step by step takes it again (a no-op then) before
+//! its events.
 
 // The per-dialect lock statement is a literal that is empty for SQLite.
 #![allow(clippy::const_is_empty)]
@@ -400,12 +403,15 @@ const ADVANCE_ORDER: &str = concat!(
     order_columns!()
 );
 
+/// How the PostgreSQL group writer starts a batch: with the checkout outbox lock.
+pub(crate) const PG_BATCH_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7368212)";
+
 /// Writes an event to the checkout outbox (once per event id).
 const INSERT_EVENT: &str = "INSERT INTO checkout_outbox (event_id, kind, order_id, payload, created_at_ms) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
 
 macro_rules! orders_store {
-    ($db:ty, $name:literal, $lock:literal, $chained:literal) => {
+    ($db:ty, $name:literal, $lock:literal) => {
         impl SqlStore<$db> {
             fn order_row(row: &<$db as sqlx::Database>::Row) -> Result<OrderRow> {
                 let get = |e: sqlx::Error| StoreError::from_sqlx(e);
@@ -608,12 +614,13 @@ macro_rules! orders_store {
                 pace: Pace,
             ) -> Result<Step<Created>> {
                 let o = &new.order;
-                if $chained && pace == Pace::Fast {
+                if pace == Pace::Fast && new.log.len() <= LOG_LINES_PER_STATEMENT {
                     // Everything at once, betting that the key is free: the claim is the
-                    // only statement that returns a row.
+                    // only statement that returns a row (one log statement at most: on
+                    // PostgreSQL a second would number its lines on the same snapshot).
                     let mut texts: Vec<std::borrow::Cow<'static, str>> = vec![CLAIM_KEY.into(), INSERT_ORDER.into()];
                     texts.extend(Self::append_statements(&new.log, &new.events));
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain(&texts)));
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain::<$db, _>(&texts, &[0])));
                     q = Self::bind_claim(q, new, at);
                     q = Self::bind_order(q, o, at);
                     q = Self::bind_append(q, &o.id, &new.log, &new.events, at);
@@ -651,12 +658,12 @@ macro_rules! orders_store {
                 at: i64,
                 pace: Pace,
             ) -> Result<Step<Option<OrderRow>>> {
-                if $chained && pace == Pace::Fast {
+                if pace == Pace::Fast && a.log.len() <= LOG_LINES_PER_STATEMENT {
                     // Everything at once, betting that the version matches: the move is
                     // the only statement that returns a row.
                     let mut texts: Vec<std::borrow::Cow<'static, str>> = vec![ADVANCE_ORDER.into()];
                     texts.extend(Self::append_statements(&a.log, &a.events));
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain(&texts)));
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain::<$db, _>(&texts, &[0])));
                     q = Self::bind_advance(q, a, at);
                     q = Self::bind_append(q, &a.order_id, &a.log, &a.events, at);
                     let rows = q.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
@@ -1034,10 +1041,9 @@ macro_rules! orders_store {
     };
 }
 
-orders_store!(Sqlite, "sqlite", "", true);
+orders_store!(Sqlite, "sqlite", "");
 orders_store!(
     Postgres,
     "postgres",
-    "SELECT pg_advisory_xact_lock(7368212)",
-    false
+    "SELECT pg_advisory_xact_lock(7368212)"
 );

@@ -359,7 +359,7 @@ fn update_statement(update: &PaymentUpdate) -> Option<&'static str> {
 }
 
 macro_rules! payments_store {
-    ($db:ty, $name:literal, $chained:literal) => {
+    ($db:ty, $name:literal) => {
         impl SqlStore<$db> {
             fn decode_payment(row: &<$db as sqlx::Database>::Row) -> Result<PaymentRecord> {
                 let get = |e: sqlx::Error| StoreError::from_sqlx(e);
@@ -502,12 +502,10 @@ macro_rules! payments_store {
                 let at = now_ms();
                 let data = (order_id.to_owned(), call.cloned(), update);
                 self.write_one(data, move |(order_id, call, update), conn| Box::pin(async move {
-                    if $chained
-                        && let (Some(call), Some(sql)) = (call, update_statement(update))
-                    {
+                    if let (Some(call), Some(sql)) = (call, update_statement(update)) {
                         // Both statements in one round trip; as when sent one by one, a
                         // failing log stops the update and a failing update keeps the log.
-                        let mut q = sqlx::query(sqlx::AssertSqlSafe(chain(&[LOG_CALL, sql])));
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(chain::<$db, _>(&[LOG_CALL, sql], &[1])));
                         q = Self::bind_call(q, call, at);
                         q = Self::bind_update(q, order_id, update, at);
                         let rows = q.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
@@ -707,5 +705,5 @@ macro_rules! payments_store {
     };
 }
 
-payments_store!(Sqlite, "sqlite", true);
-payments_store!(Postgres, "postgres", false);
+payments_store!(Sqlite, "sqlite");
+payments_store!(Postgres, "postgres");

@@ -30,7 +30,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Database, Pool, Row, Sqlite};
 
 use crate::checkpoint::Checkpointer;
-use crate::group::GroupWriter;
+use crate::group::{Batching, GroupWriter};
 use crate::metrics::record;
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, Component, MIGRATIONS};
 use crate::{
@@ -77,8 +77,9 @@ pub struct SqlStore<DB: Database> {
     pub(crate) reader: Pool<DB>,
     /// SQLite only: the thread that checkpoints the WAL off the writer's path.
     checkpointer: Option<Checkpointer>,
-    /// SQLite only: the task that batches this store's writes into group commits.
-    pub(crate) group: Option<GroupWriter>,
+    /// Checkout's stores: the writer that batches this store's writes into group
+    /// commits.
+    pub(crate) group: Option<GroupWriter<DB>>,
     /// The schema components this store holds (and migrates).
     components: &'static [Component],
 }
@@ -331,7 +332,15 @@ impl SqlStore<Sqlite> {
         // stores keep a transaction per call.
         let group = match components {
             [c @ (Component::Orders | Component::Inventory | Component::Payments)] => Some(
-                GroupWriter::start(c.name(), writer.clone(), rolled_back).map_err(|e| {
+                GroupWriter::start(
+                    c.name(),
+                    writer.clone(),
+                    Batching {
+                        begin: "BEGIN IMMEDIATE",
+                        rolled_back: Some(rolled_back),
+                    },
+                )
+                .map_err(|e| {
                     StoreError::Config(format!("cannot start the group commit writer: {e}"))
                 })?,
             ),
@@ -348,7 +357,7 @@ impl SqlStore<Sqlite> {
 }
 
 impl SqlStore<Postgres> {
-    async fn open_postgres(
+    pub(crate) async fn open_postgres(
         url: &str,
         options: &StoreOptions,
         components: &'static [Component],
@@ -382,14 +391,33 @@ impl SqlStore<Postgres> {
             .connect_with(connect)
             .await
             .map_err(StoreError::from_sqlx)?;
-        let store = SqlStore {
+        let mut store = SqlStore {
             writer: pool.clone(),
-            reader: pool,
+            reader: pool.clone(),
             checkpointer: None,
             group: None,
             components,
         };
         store.migrate().await?;
+        // Checkout's stores write through a group writer, like on SQLite: one `BEGIN`
+        // and one `COMMIT` (one WAL flush) for every write waiting. The orders writer
+        // takes the checkout outbox lock with its `BEGIN` (see `orders`).
+        store.group = match components {
+            [c @ (Component::Orders | Component::Inventory | Component::Payments)] => {
+                let begin = match c {
+                    Component::Orders => crate::orders::PG_BATCH_BEGIN,
+                    _ => "BEGIN",
+                };
+                let batching = Batching {
+                    begin,
+                    rolled_back: None,
+                };
+                Some(GroupWriter::start(c.name(), pool, batching).map_err(|e| {
+                    StoreError::Config(format!("cannot start the group commit writer: {e}"))
+                })?)
+            }
+            _ => None,
+        };
         Ok(store)
     }
 }
