@@ -135,6 +135,9 @@ pub struct InventoryConfig {
     pub sold_out_ttl_ms: u64,
     /// The feed of stock from the catalog's offers.
     pub feed: FeedConfig,
+    /// How long `StockChanged` events stay in the inventory outbox, in ms; the sweeper
+    /// deletes older ones. Default 7 days.
+    pub event_retention_ms: u64,
 }
 
 impl Default for InventoryConfig {
@@ -142,6 +145,7 @@ impl Default for InventoryConfig {
         InventoryConfig {
             sold_out_ttl_ms: 1_000,
             feed: FeedConfig::default(),
+            event_retention_ms: 7 * 86_400_000,
         }
     }
 }
@@ -163,6 +167,10 @@ impl CheckoutConfig {
                 self.idempotency_retention_ms,
             ),
             ("checkout.idempotency_lock_ms", self.idempotency_lock_ms),
+            (
+                "checkout.inventory.event_retention_ms",
+                self.inventory.event_retention_ms,
+            ),
             ("checkout.saga.step_deadline_ms", self.saga.step_deadline_ms),
             (
                 "checkout.saga.compensation_deadline_ms",

@@ -105,6 +105,41 @@ async fn a_checkout_holds_authorizes_confirms_sells_and_captures() {
         .map(|e| e["type"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kinds, ["OrderPlaced", "OrderConfirmed"]);
+
+    // StockChanged: the stock arriving, then each line held, then sold.
+    let stock = h.admin("GET", "/admin/inventory/events", None).await.json();
+    let stock = stock["events"].as_array().unwrap();
+    assert!(stock.iter().all(|e| e["type"] == "StockChanged"));
+    let causes = |order: Option<&str>| -> Vec<String> {
+        stock
+            .iter()
+            .filter(|e| e["order_id"].as_str() == order)
+            .map(|e| e["cause"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mine = causes(Some(&id));
+    let lines = mine.iter().filter(|c| *c == "held").count();
+    assert!(lines > 0, "{stock:?}");
+    assert_eq!(mine.len(), 2 * lines, "{mine:?}");
+    assert!(mine[lines..].iter().all(|c| c == "sold"), "{mine:?}");
+    assert!(
+        !causes(None).is_empty(),
+        "the stock's arrival is an event too"
+    );
+    let sold = stock.iter().rev().find(|e| e["cause"] == "sold").unwrap();
+    assert!(
+        sold["sold"].as_i64().unwrap() > 0 && sold["held"] == 0,
+        "{sold}"
+    );
+    let page = h
+        .admin("GET", "/admin/inventory/events?after=0&limit=1", None)
+        .await
+        .json();
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    let bad = h
+        .admin("GET", "/admin/inventory/events?limit=0", None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

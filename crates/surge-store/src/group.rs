@@ -103,10 +103,9 @@ pub(crate) enum Step<T> {
 pub(crate) enum Pace {
     /// Without a savepoint of its own (the optimistic first pass of a batch): the write
     /// may send its statements together, in one round trip, speculatively (see
-    /// [`chain`]). It
-    /// must then either answer what [`Pace::Stepwise`] would have answered on the same
-    /// state, or fail or undo: the batch is then redone, and this write runs stepwise
-    /// in its own savepoint.
+    /// [`chain`]). It must then either answer what [`Pace::Stepwise`] would have
+    /// answered on the same state, or fail or undo: the batch is then redone, and this
+    /// write runs stepwise in its own savepoint.
     Fast,
     /// Inside its own savepoint (or its own transaction): one statement at a time, each
     /// decided on the results before it.
@@ -588,15 +587,17 @@ where
 /// them returns; those that must return rows are listed in `rows` (the others must
 /// return none). PostgreSQL takes one statement only: there they become the
 /// data-modifying parts of one `WITH` (`s0`, `s1`, …), which all run on the same
-/// snapshot, so none may depend on what another writes. It returns the rows of the one
-/// statement in `rows`, or one row (`1`) per row of each statement in `rows` when they
-/// are several (to be counted).
+/// snapshot, so none may depend on what another writes, except through the rows the
+/// part before it returns, which a statement names `{prev}` (PostgreSQL only). It
+/// returns the rows of the one statement in `rows`, one row (`1`) per row of each
+/// statement in `rows` when they are several (to be counted), or none.
 pub(crate) fn chain<DB: Grouped, S: AsRef<str>>(statements: &[S], rows: &[usize]) -> String
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let renumbered = renumber(statements);
     if !DB::ERROR_ABORTS {
+        debug_assert!(!renumbered.iter().any(|s| s.contains("{prev}")));
         return renumbered.join("; ");
     }
     let mut out = String::from("WITH ");
@@ -604,9 +605,14 @@ where
         if i > 0 {
             out.push_str(", ");
         }
+        let statement = match i.checked_sub(1) {
+            Some(p) => statement.replace("{prev}", &format!("s{p}")),
+            None => statement.clone(),
+        };
         out.push_str(&format!("s{i} AS ({statement})"));
     }
     match rows {
+        [] => out.push_str(" SELECT 1 WHERE false"),
         [one] => out.push_str(&format!(" SELECT * FROM s{one}")),
         many => {
             let selects: Vec<String> = many.iter().map(|i| format!("SELECT 1 FROM s{i}")).collect();

@@ -21,6 +21,18 @@
 //!   come back later (a release, a restock, a higher declaration) pay what is owed before
 //!   they can be held again, so the shop never sells more than was declared and
 //!   restocked: `available + held + sold - owed = declared + restocked`.
+//!
+//! ## `StockChanged` events
+//! Every write that changes a (SKU, market)'s counters appends a `StockChanged` event to
+//! the inventory outbox in the same transaction: the counters after the change, what
+//! caused it (`held`, `sold`, `released`, `declared`, `restocked`) and the order, if
+//! any ([`InventoryStore::events`] reads them by position; the events of one write, such
+//! as the lines of one hold, may come in any order among themselves). A write re-run after a
+//! crash changes nothing, so it appends nothing. On SQLite the event is read from the
+//! row just written; on PostgreSQL, where a write's statements are parts of one `WITH`
+//! on one snapshot, from the rows the counter update returns. Positions commit in order:
+//! SQLite has one writer, and on PostgreSQL the store's group writer takes an advisory
+//! lock with each batch's `BEGIN` ([`PG_BATCH_BEGIN`]).
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
@@ -105,6 +117,24 @@ const DECLARE: &str = "INSERT INTO stock (sku, market, available, held, sold, de
      declared = excluded.declared \
      WHERE stock.declared <> excluded.declared";
 
+/// How the PostgreSQL group writer starts a batch: with the inventory outbox lock.
+pub(crate) const PG_BATCH_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7368213)";
+
+/// The stock row as a counter update returns it (for the event that follows).
+const STOCK_ROW: &str = "sku, market, available, held, sold, declared, owed";
+
+/// Appends a `StockChanged` event with the counters of `stock` row ($4, $5) as they are
+/// now; `$1` the cause, `$2` the order (or NULL), `$3` the time.
+const STOCK_EVENT: &str = "INSERT INTO inventory_outbox (sku, market, available, held, sold, declared, owed, \
+     cause, order_id, created_at_ms) SELECT sku, market, available, held, sold, declared, owed, $1, $2, $3 \
+     FROM stock WHERE sku = $4 AND market = $5";
+
+/// The same as a part of a PostgreSQL `WITH` (see [`chain`]), right after the counter
+/// update, whose returned row it reads (a sibling part would see the row as it was).
+const STOCK_EVENT_AFTER: &str = "INSERT INTO inventory_outbox (sku, market, available, held, sold, declared, owed, \
+     cause, order_id, created_at_ms) SELECT sku, market, available, held, sold, declared, owed, $1, $2, $3 \
+     FROM {prev} WHERE sku = $4 AND market = $5";
+
 /// Creates a feed's position at 0 unless it exists.
 const NEW_FEED: &str =
     "INSERT INTO feed_positions (name, position) VALUES ($1, 0) ON CONFLICT (name) DO NOTHING";
@@ -112,6 +142,32 @@ const NEW_FEED: &str =
 /// Moves a feed's position from `$2` to `$3`; no row when it was not at `$2`.
 const MOVE_FEED: &str =
     "UPDATE feed_positions SET position = $3 WHERE name = $1 AND position = $2 RETURNING 1";
+
+/// A `StockChanged` event read back from the inventory outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockEvent {
+    /// Position in the outbox (increasing).
+    pub position: i64,
+    /// The SKU.
+    pub sku: String,
+    /// The market.
+    pub market: String,
+    /// The counters right after the change.
+    pub level: StockLevel,
+    /// What changed them: `held`, `sold`, `released`, `declared` or `restocked`.
+    pub cause: String,
+    /// The order behind a `held`, `sold` or `released` change.
+    pub order_id: Option<String>,
+    /// Written at, ms since the epoch.
+    pub created_at_ms: i64,
+}
+
+impl StockEvent {
+    /// The event's id, unique and stable: consumers dedupe on it.
+    pub fn event_id(&self) -> String {
+        format!("stock:{}", self.position)
+    }
+}
 
 /// One line of a hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +234,12 @@ pub trait InventoryStore: Send + Sync + 'static {
     /// never seen is at 0.
     async fn declare(&self, feed: &str, from: i64, to: i64, levels: &[Declared]) -> Result<bool>;
 
+    /// `StockChanged` events after position `after`, oldest first, at most `limit`.
+    async fn events(&self, after: i64, limit: u32) -> Result<Vec<StockEvent>>;
+
+    /// Deletes up to `limit` events written before `before_ms`; returns how many.
+    async fn prune_events(&self, before_ms: i64, limit: u32) -> Result<u64>;
+
     /// Where the feed `feed` stands (0 when it never moved).
     async fn feed_position(&self, feed: &str) -> Result<i64>;
 
@@ -189,18 +251,40 @@ pub trait InventoryStore: Send + Sync + 'static {
 const INSERT_HOLD: &str = "INSERT INTO holds (order_id, sku, market, qty, state, expires_at_ms, created_at_ms) \
      VALUES ($1, $2, $3, $4, 'held', $5, $6) ON CONFLICT DO NOTHING RETURNING 1";
 
-/// Moves units from available to held if they are there; returns a row when it did.
+/// Moves units from available to held if they are there; returns the row when it did.
 const TAKE_STOCK: &str = "UPDATE stock SET available = available - $1, held = held + $1 \
-     WHERE sku = $2 AND market = $3 AND available >= $1 RETURNING 1";
+     WHERE sku = $2 AND market = $3 AND available >= $1 \
+     RETURNING sku, market, available, held, sold, declared, owed";
 
+/// Binds the arguments of [`STOCK_EVENT`] (or [`STOCK_EVENT_AFTER`]).
+fn bind_event<'q, DB: sqlx::Database>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>,
+    cause: &'static str,
+    order_id: Option<&'q str>,
+    at: i64,
+    sku: &'q str,
+    market: &'q str,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(cause).bind(order_id).bind(at).bind(sku).bind(market)
+}
+
+/// `$event_after` is the event statement that follows a counter update in one
+/// [`chain`]: [`STOCK_EVENT`] on SQLite (its statements run in order),
+/// [`STOCK_EVENT_AFTER`] on PostgreSQL.
 macro_rules! inventory_store {
-    ($db:ty, $name:literal) => {
+    ($db:ty, $name:literal, $event_after:expr) => {
         impl SqlStore<$db> {
             /// Moves the order's `held` rows to `to`, adjusting the counters for each
             /// row this call moved. Returns the units moved.
             async fn settle(&self, order_id: &str, to: &'static str) -> Result<i64> {
-                self.write((order_id.to_owned(), to), |(order_id, to), conn, _| {
-                    Box::pin(Self::settle_in(conn, order_id, to))
+                let at = now_ms();
+                self.write((order_id.to_owned(), to, at), |(order_id, to, at), conn, _| {
+                    Box::pin(Self::settle_in(conn, order_id, to, *at))
                 })
                 .await
             }
@@ -209,6 +293,7 @@ macro_rules! inventory_store {
                 conn: &mut <$db as sqlx::Database>::Connection,
                 order_id: &str,
                 to: &'static str,
+                at: i64,
             ) -> Result<Step<i64>> {
                 // Moves every held row at once; the rows it returns are the ones this call
                 // moved (a concurrent settle of the same order moves each row once).
@@ -232,11 +317,15 @@ macro_rules! inventory_store {
                      WHERE sku = $2 AND market = $3"
                 };
                 let mut moved = 0;
+                // Each counter update with its event, in one round trip.
+                let texts = [format!("{counters} RETURNING {STOCK_ROW}"), $event_after.to_owned()];
+                let sql = chain::<$db, _>(&texts, &[]);
                 for (sku, market, qty) in &rows {
-                    sqlx::query(counters)
+                    let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                         .bind(*qty)
                         .bind(sku.as_str())
-                        .bind(market.as_str())
+                        .bind(market.as_str());
+                    bind_event(q, to, Some(order_id), at, sku, market)
                         .execute(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
@@ -256,11 +345,15 @@ macro_rules! inventory_store {
                 pace: Pace,
             ) -> Result<Step<HoldOutcome>> {
                 if pace == Pace::Fast {
-                    // Every line at once, betting that each is new and fits: then each of
-                    // the statements returns one row.
-                    let texts: Vec<&str> = lines.iter().flat_map(|_| [INSERT_HOLD, TAKE_STOCK]).collect();
-                    let all: Vec<usize> = (0..texts.len()).collect();
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain::<$db, _>(&texts, &all)));
+                    // Every line at once, betting that each is new and fits: then the
+                    // insert and the take of each line return one row each (its event
+                    // none).
+                    let texts: Vec<&str> = lines
+                        .iter()
+                        .flat_map(|_| [INSERT_HOLD, TAKE_STOCK, $event_after])
+                        .collect();
+                    let counted: Vec<usize> = (0..lines.len()).flat_map(|i| [3 * i, 3 * i + 1]).collect();
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(chain::<$db, _>(&texts, &counted)));
                     for line in lines {
                         q = q
                             .bind(order_id)
@@ -272,6 +365,7 @@ macro_rules! inventory_store {
                             .bind(line.qty)
                             .bind(line.sku.as_str())
                             .bind(line.market.as_str());
+                        q = bind_event(q, "held", Some(order_id), at, &line.sku, &line.market);
                     }
                     let rows = q.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
                     // Lost the bet: undo, and run again step by step.
@@ -322,6 +416,10 @@ macro_rules! inventory_store {
                             market: line.market.clone(),
                         }));
                     }
+                    bind_event(sqlx::query(STOCK_EVENT), "held", Some(order_id), at, &line.sku, &line.market)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
                 }
                 Ok(Step::Keep(HoldOutcome::Held))
             }
@@ -339,8 +437,8 @@ macro_rules! inventory_store {
                     if units <= 0 {
                         return Err(StoreError::Config(format!("restock of {units} units")));
                     }
-                    let data = (sku.to_owned(), market.to_owned(), units);
-                    self.write_one(data, |(sku, market, units), conn| Box::pin(async move {
+                    let data = (sku.to_owned(), market.to_owned(), units, now_ms());
+                    self.write(data, |(sku, market, units, at), conn, _| Box::pin(async move {
                         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                             "INSERT INTO stock (sku, market, available, held, sold, declared, owed) \
                              VALUES ($1, $2, $3, 0, 0, 0, 0) ON CONFLICT (sku, market) DO UPDATE SET \
@@ -356,7 +454,11 @@ macro_rules! inventory_store {
                         .fetch_one(&mut *conn)
                         .await
                         .map_err(StoreError::from_sqlx)?;
-                        level(&row)
+                        bind_event(sqlx::query(STOCK_EVENT), "restocked", None, *at, sku, market)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(StoreError::from_sqlx)?;
+                        level(&row).map(Step::Keep)
                     }))
                     .await
                 }
@@ -451,8 +553,8 @@ macro_rules! inventory_store {
                             l.sku, l.market, l.units
                         )));
                     }
-                    let data = (feed.to_owned(), from, to, levels.to_vec());
-                    self.write(data, |(feed, from, to, levels), conn, _| {
+                    let data = (feed.to_owned(), from, to, levels.to_vec(), now_ms());
+                    self.write(data, |(feed, from, to, levels, at), conn, _| {
                         Box::pin(async move {
                             sqlx::query(NEW_FEED)
                                 .bind(feed.as_str())
@@ -470,13 +572,20 @@ macro_rules! inventory_store {
                                 return Ok(Step::Undo(false));
                             }
                             for l in levels {
-                                sqlx::query(DECLARE)
+                                let changed = sqlx::query(DECLARE)
                                     .bind(l.sku.as_str())
                                     .bind(l.market.as_str())
                                     .bind(l.units)
                                     .execute(&mut *conn)
                                     .await
-                                    .map_err(StoreError::from_sqlx)?;
+                                    .map_err(StoreError::from_sqlx)?
+                                    .rows_affected();
+                                if changed > 0 {
+                                    bind_event(sqlx::query(STOCK_EVENT), "declared", None, *at, &l.sku, &l.market)
+                                        .execute(&mut *conn)
+                                        .await
+                                        .map_err(StoreError::from_sqlx)?;
+                                }
                             }
                             Ok(Step::Keep(true))
                         })
@@ -485,6 +594,58 @@ macro_rules! inventory_store {
                 }
                 .await;
                 record($name, "declare", started, &r);
+                r
+            }
+
+            async fn events(&self, after: i64, limit: u32) -> Result<Vec<StockEvent>> {
+                let started = std::time::Instant::now();
+                let r = async {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {LEVEL_COLUMNS}, position, sku, market, cause, order_id, created_at_ms \
+                         FROM inventory_outbox WHERE position > $1 ORDER BY position LIMIT $2"
+                    )))
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.reader)
+                    .await
+                    .map_err(StoreError::from_sqlx)?;
+                    let get = |e: sqlx::Error| StoreError::from_sqlx(e);
+                    rows.iter()
+                        .map(|row| {
+                            Ok(StockEvent {
+                                level: level(row)?,
+                                position: row.try_get(5).map_err(get)?,
+                                sku: row.try_get(6).map_err(get)?,
+                                market: row.try_get(7).map_err(get)?,
+                                cause: row.try_get(8).map_err(get)?,
+                                order_id: row.try_get(9).map_err(get)?,
+                                created_at_ms: row.try_get(10).map_err(get)?,
+                            })
+                        })
+                        .collect()
+                }
+                .await;
+                record($name, "stock_events", started, &r);
+                r
+            }
+
+            async fn prune_events(&self, before_ms: i64, limit: u32) -> Result<u64> {
+                let started = std::time::Instant::now();
+                let r = self
+                    .write_one((before_ms, limit), |(before_ms, limit), conn| Box::pin(async move {
+                        sqlx::query(
+                            "DELETE FROM inventory_outbox WHERE position IN (SELECT position FROM inventory_outbox \
+                             WHERE created_at_ms < $1 ORDER BY position LIMIT $2)",
+                        )
+                        .bind(*before_ms)
+                        .bind(i64::from(*limit))
+                        .execute(&mut *conn)
+                        .await
+                        .map(|r| r.rows_affected())
+                        .map_err(StoreError::from_sqlx)
+                    }))
+                    .await;
+                record($name, "prune_stock_events", started, &r);
                 r
             }
 
@@ -507,5 +668,5 @@ macro_rules! inventory_store {
     };
 }
 
-inventory_store!(Sqlite, "sqlite");
-inventory_store!(Postgres, "postgres");
+inventory_store!(Sqlite, "sqlite", STOCK_EVENT);
+inventory_store!(Postgres, "postgres", STOCK_EVENT_AFTER);

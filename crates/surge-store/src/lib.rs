@@ -33,7 +33,7 @@ pub use identity::{
     Account, IdentityStore, NewAccount, NewSession, Profile, Refresh, Revocation, RevocationKind,
     SigningKey, Switch,
 };
-pub use inventory::{Declared, HoldLine, HoldOutcome, InventoryStore, StockLevel};
+pub use inventory::{Declared, HoldLine, HoldOutcome, InventoryStore, StockEvent, StockLevel};
 pub use model::{
     Offer, OutboxEntry, OutboxKind, ProductRecord, ProductWrite, StoredView, ViewBatch, ViewPut,
     WriteReceipt,

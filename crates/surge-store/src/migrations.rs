@@ -275,6 +275,23 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX order_slots_minute ON order_slots (minute)",
         ],
     },
+    Migration {
+        version: 10,
+        component: Component::Inventory,
+        name: "inventory: an outbox of StockChanged events (the counters after each change)",
+        sqlite: &[
+            "CREATE TABLE inventory_outbox (position INTEGER PRIMARY KEY AUTOINCREMENT, \
+         sku TEXT NOT NULL, market TEXT NOT NULL, available INTEGER NOT NULL, held INTEGER NOT NULL, \
+         sold INTEGER NOT NULL, declared INTEGER NOT NULL, owed INTEGER NOT NULL, cause TEXT NOT NULL, \
+         order_id TEXT, created_at_ms INTEGER NOT NULL)",
+        ],
+        postgres: &[
+            "CREATE TABLE inventory_outbox (position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+         sku TEXT NOT NULL, market TEXT NOT NULL, available BIGINT NOT NULL, held BIGINT NOT NULL, \
+         sold BIGINT NOT NULL, declared BIGINT NOT NULL, owed BIGINT NOT NULL, cause TEXT NOT NULL, \
+         order_id TEXT, created_at_ms BIGINT NOT NULL)",
+        ],
+    },
 ];
 
 /// The table that records applied versions (same DDL on both dialects).

@@ -503,8 +503,9 @@ macro_rules! payments_store {
                 let data = (order_id.to_owned(), call.cloned(), update);
                 self.write_one(data, move |(order_id, call, update), conn| Box::pin(async move {
                     if let (Some(call), Some(sql)) = (call, update_statement(update)) {
-                        // Both statements in one round trip; as when sent one by one, a
-                        // failing log stops the update and a failing update keeps the log.
+                        // Both statements in one round trip. On SQLite, as when sent one
+                        // by one, a failing log stops the update and a failing update keeps
+                        // the log; on PostgreSQL (one statement) either failing fails both.
                         let mut q = sqlx::query(sqlx::AssertSqlSafe(chain::<$db, _>(&[LOG_CALL, sql], &[1])));
                         q = Self::bind_call(q, call, at);
                         q = Self::bind_update(q, order_id, update, at);

@@ -400,12 +400,14 @@ impl SqlStore<Postgres> {
         };
         store.migrate().await?;
         // Checkout's stores write through a group writer, like on SQLite: one `BEGIN`
-        // and one `COMMIT` (one WAL flush) for every write waiting. The orders writer
-        // takes the checkout outbox lock with its `BEGIN` (see `orders`).
+        // and one `COMMIT` (one WAL flush) for every write waiting. The orders and
+        // inventory writers take their outbox's lock with their `BEGIN` (see `orders`
+        // and `inventory`).
         store.group = match components {
             [c @ (Component::Orders | Component::Inventory | Component::Payments)] => {
                 let begin = match c {
                     Component::Orders => crate::orders::PG_BATCH_BEGIN,
+                    Component::Inventory => crate::inventory::PG_BATCH_BEGIN,
                     _ => "BEGIN",
                 };
                 let batching = Batching {

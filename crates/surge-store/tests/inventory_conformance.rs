@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use surge_store::{Declared, HoldLine, HoldOutcome, InventoryStore, StockLevel};
+use surge_store::{Declared, HoldLine, HoldOutcome, InventoryStore, StockEvent, StockLevel};
 
 mod common;
 
@@ -343,6 +343,142 @@ async fn concurrent_feeds_apply_each_batch_once(s: Arc<dyn InventoryStore>) {
     assert_eq!(s.feed_position("f").await.unwrap(), 1);
 }
 
+/// (sku, cause, order, available, held, sold) of every event after `after`.
+async fn changes(
+    s: &dyn InventoryStore,
+    after: i64,
+) -> Vec<(String, String, Option<String>, i64, i64, i64)> {
+    s.events(after, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e: StockEvent| {
+            (
+                e.sku,
+                e.cause,
+                e.order_id,
+                e.level.available,
+                e.level.held,
+                e.level.sold,
+            )
+        })
+        .collect()
+}
+
+fn change(
+    sku: &str,
+    cause: &str,
+    order: Option<&str>,
+    (available, held, sold): (i64, i64, i64),
+) -> (String, String, Option<String>, i64, i64, i64) {
+    (
+        sku.into(),
+        cause.into(),
+        order.map(Into::into),
+        available,
+        held,
+        sold,
+    )
+}
+
+/// Every change of the counters appends one event with the counters after it, in
+/// order; re-runs, refused holds and declarations that change nothing append none.
+async fn every_stock_change_is_an_event(s: &dyn InventoryStore) {
+    s.restock("A", "DE", 10).await.unwrap();
+    assert!(s.declare("f", 0, 1, &[declared("B", 4)]).await.unwrap());
+    // Two lines: each is its own event.
+    let lines = [line("A", 3), line("B", 1)];
+    assert_eq!(
+        s.hold("o1", &lines, LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    // Nothing new: a re-run, a refused hold, an unchanged declaration.
+    assert_eq!(
+        s.hold("o1", &lines, LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert!(matches!(
+        s.hold("o2", &[line("A", 1), line("B", 9)], LATER)
+            .await
+            .unwrap(),
+        HoldOutcome::OutOfStock { .. }
+    ));
+    assert!(s.declare("f", 1, 2, &[declared("B", 4)]).await.unwrap());
+    assert!(!s.declare("f", 0, 2, &[declared("B", 9)]).await.unwrap());
+    assert_eq!(s.commit("o1").await.unwrap(), 4);
+    assert_eq!(s.commit("o1").await.unwrap(), 0);
+    assert_eq!(
+        s.hold("o3", &[line("A", 2)], LATER).await.unwrap(),
+        HoldOutcome::Held
+    );
+    assert_eq!(s.release("o3").await.unwrap(), 2);
+    assert_eq!(s.release("o3").await.unwrap(), 0);
+
+    let all = s.events(0, 1_000).await.unwrap();
+    let positions: Vec<i64> = all.iter().map(|e| e.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    let ids: std::collections::HashSet<String> = all.iter().map(StockEvent::event_id).collect();
+    assert_eq!(ids.len(), all.len(), "event ids are unique");
+    let mut got = changes(s, 0).await;
+    // The lines of one hold are one write: their events may come in any order.
+    got[2..4].sort();
+    assert_eq!(
+        got,
+        vec![
+            change("A", "restocked", None, (10, 0, 0)),
+            change("B", "declared", None, (4, 0, 0)),
+            change("A", "held", Some("o1"), (7, 3, 0)),
+            change("B", "held", Some("o1"), (3, 1, 0)),
+            change("A", "sold", Some("o1"), (7, 0, 3)),
+            change("B", "sold", Some("o1"), (3, 0, 1)),
+            change("A", "held", Some("o3"), (5, 2, 3)),
+            change("A", "released", Some("o3"), (7, 0, 3)),
+        ]
+    );
+    // Read in pages after a position.
+    let first = all[1].position;
+    assert_eq!(changes(s, first).await.len(), all.len() - 2);
+    assert_eq!(s.events(first, 2).await.unwrap().len(), 2);
+    // Pruning takes the oldest first and leaves the rest readable.
+    assert_eq!(s.prune_events(i64::MAX, 3).await.unwrap(), 3);
+    let left = s.events(0, 1_000).await.unwrap();
+    assert_eq!(left.len(), all.len() - 3);
+    assert_eq!(left[0].position, all[3].position);
+    assert_eq!(s.prune_events(0, 100).await.unwrap(), 0);
+}
+
+/// Concurrent holds on one SKU: one event per hold that won, each with the counters
+/// it made (so they chain up: held grows by one per event, none twice).
+async fn concurrent_holds_each_emit_their_own_counters(s: Arc<dyn InventoryStore>) {
+    s.restock("HOT", "DE", 30).await.unwrap();
+    let after = s.events(0, 1_000).await.unwrap().last().unwrap().position;
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.hold(&format!("h{i}"), &[line("HOT", 1)], LATER)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let held: Vec<i64> = s
+        .events(after, 1_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e.cause, "held");
+            assert_eq!(e.level.available + e.level.held, 30);
+            e.level.held
+        })
+        .collect();
+    assert_eq!(held, (1..=30).collect::<Vec<i64>>());
+}
+
 macro_rules! conformance {
     ($module:ident, $open:ident) => {
         mod $module {
@@ -382,6 +518,18 @@ macro_rules! conformance {
             async fn concurrent_feeds_apply_each_batch_once() {
                 let b = $open().await;
                 super::concurrent_feeds_apply_each_batch_once(b.store.clone()).await;
+            }
+
+            #[tokio::test]
+            async fn every_stock_change_is_an_event() {
+                let b = $open().await;
+                super::every_stock_change_is_an_event(&*b.store).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_holds_each_emit_their_own_counters() {
+                let b = $open().await;
+                super::concurrent_holds_each_emit_their_own_counters(b.store.clone()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

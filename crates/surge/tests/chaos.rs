@@ -391,6 +391,27 @@ async fn check(
             "{sku}: sold units match confirmed orders"
         );
     }
+
+    // StockChanged: written with every change through the kills, so the last event of
+    // each SKU shows its counters as they are now.
+    let mut last: HashMap<String, surge_store::StockLevel> = HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = inventory.events(after, 1_000).await.unwrap();
+        let Some(end) = page.last() else { break };
+        after = end.position;
+        for e in page {
+            last.insert(e.sku, e.level);
+        }
+    }
+    for sku in [HOT].into_iter().chain(NORMAL.iter().copied()) {
+        let level = inventory.stock(sku, "DE").await.unwrap().unwrap();
+        assert_eq!(
+            last.get(sku),
+            Some(&level),
+            "{sku}: the last StockChanged event"
+        );
+    }
     eprintln!(
         "chaos: {} acknowledged, {} orders ({confirmed} confirmed, {cancelled} cancelled), provider ledger {} entries",
         acknowledged.len(),

@@ -62,10 +62,7 @@ pub async fn list(
     query: Result<Query<SagaQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_param("query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_param("limit", "must be 1..=1000"));
-    }
+    let limit = page_size(q.limit)?;
     let (state, changed_before) = match q.state.as_deref() {
         None => (None, i64::MAX),
         Some("stuck") => (None, now_ms().saturating_sub(api.saga.stuck_after_ms())),
@@ -257,7 +254,45 @@ pub async fn restock(
     Ok(level_json(&sku, &market, level))
 }
 
-/// Query of `GET /admin/checkout/events`.
+/// `GET /admin/inventory/events?after=N`: the inventory outbox (`StockChanged`).
+pub async fn stock_events(
+    State(api): State<Api>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_param("query", e.body_text()))?;
+    let limit = page_size(q.limit)?;
+    let events = api
+        .saga
+        .inventory()
+        .store()
+        .events(q.after.unwrap_or(0), limit)
+        .await
+        .map_err(store_problem)?;
+    let list: Vec<_> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "position": e.position, "event_id": e.event_id(), "type": "StockChanged",
+                "sku": e.sku, "market": e.market, "cause": e.cause, "order_id": e.order_id,
+                "available": e.level.available, "held": e.level.held, "sold": e.level.sold,
+                "declared": e.level.declared, "owed": e.level.owed,
+                "created_at_ms": e.created_at_ms,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "events": list })).into_response())
+}
+
+/// A page size from a query: 1..=1000, default 100.
+fn page_size(limit: Option<u32>) -> Result<u32, Problem> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(Problem::bad_param("limit", "must be 1..=1000"));
+    }
+    Ok(limit)
+}
+
+/// Query of `GET /admin/checkout/events` and `GET /admin/inventory/events`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
@@ -273,10 +308,7 @@ pub async fn events(
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let Query(q) = query.map_err(|e| Problem::bad_param("query", e.body_text()))?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(Problem::bad_param("limit", "must be 1..=1000"));
-    }
+    let limit = page_size(q.limit)?;
     let events = api
         .saga
         .orders()

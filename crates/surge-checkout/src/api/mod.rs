@@ -72,6 +72,7 @@ pub fn router(api: Api, keys: EnvelopeKeys, admin: AdminToken) -> Router {
             get(admin::stock).post(admin::restock),
         )
         .route("/admin/checkout/events", get(admin::events))
+        .route("/admin/inventory/events", get(admin::stock_events))
         .route_layer(axum::middleware::from_fn_with_state(admin, require_admin));
     users
         .merge(operators)

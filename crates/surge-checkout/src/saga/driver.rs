@@ -401,8 +401,9 @@ impl Orchestrator {
         Ok(full)
     }
 
-    /// Acts on expired holds and forgets expired idempotency keys. Returns the number
-    /// of expired holds acted on.
+    /// Acts on expired holds, forgets expired idempotency keys and deletes
+    /// `StockChanged` events past their retention. Returns the number of expired holds
+    /// acted on.
     pub async fn sweep_once(&self) -> Result<usize, StoreError> {
         let inner = &self.inner;
         let now = now_ms();
@@ -460,6 +461,10 @@ impl Orchestrator {
         let purged = inner.orders.purge_keys(now, PURGE_BATCH).await?;
         if purged > 0 {
             tracing::debug!(purged, "forgot expired idempotency keys");
+        }
+        let pruned = inner.inventory.prune_events(now, PURGE_BATCH).await?;
+        if pruned > 0 {
+            tracing::debug!(pruned, "deleted StockChanged events past their retention");
         }
         Ok(acted)
     }
