@@ -22,6 +22,9 @@ pub struct CheckoutConfig {
     pub respond_within_ms: u64,
     /// How long an `Idempotency-Key` is remembered, in ms. Default 86,400,000 (24 h).
     pub idempotency_retention_ms: u64,
+    /// How long `OrderPlaced`, `OrderConfirmed` and `OrderCancelled` events stay in the
+    /// checkout outbox, in ms; the sweeper deletes older ones. Default 7 days.
+    pub event_retention_ms: u64,
     /// How long a second request with a key gets 409 while the first is running, in
     /// ms; after that (the first request's process died) the key is answered from the
     /// order. Default 30,000.
@@ -45,6 +48,7 @@ impl Default for CheckoutConfig {
             hold_ms: 600_000,
             respond_within_ms: 5_000,
             idempotency_retention_ms: 86_400_000,
+            event_retention_ms: 7 * 86_400_000,
             idempotency_lock_ms: 30_000,
             saga: SagaConfig::default(),
             http: HttpConfig::default(),
@@ -167,6 +171,7 @@ impl CheckoutConfig {
                 self.idempotency_retention_ms,
             ),
             ("checkout.idempotency_lock_ms", self.idempotency_lock_ms),
+            ("checkout.event_retention_ms", self.event_retention_ms),
             (
                 "checkout.inventory.event_retention_ms",
                 self.inventory.event_retention_ms,

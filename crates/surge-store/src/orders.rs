@@ -275,6 +275,10 @@ pub trait OrdersStore: crate::FulfilmentStore + Send + Sync + 'static {
     /// Deletes at most `limit` keys that expired before `now_ms`. Returns how many.
     async fn purge_keys(&self, now_ms: i64, limit: u32) -> Result<u64>;
 
+    /// Deletes at most `limit` outbox events written before `before_ms`, oldest first.
+    /// Returns how many.
+    async fn prune_events(&self, before_ms: i64, limit: u32) -> Result<u64>;
+
     /// Moves a saga. Returns the new row, or `None` when its version was not
     /// `expected_version` (someone else moved it first).
     async fn advance(&self, advance: &Advance) -> Result<Option<OrderRow>>;
@@ -786,6 +790,26 @@ macro_rules! orders_store {
                     }))
                     .await;
                 record($name, "purge_keys", started, &r);
+                r
+            }
+
+            async fn prune_events(&self, before_ms: i64, limit: u32) -> Result<u64> {
+                let started = std::time::Instant::now();
+                let r = self
+                    .write_one((), move |(), conn| Box::pin(async move {
+                        sqlx::query(
+                            "DELETE FROM checkout_outbox WHERE position IN (SELECT position FROM checkout_outbox \
+                             WHERE created_at_ms < $1 ORDER BY position LIMIT $2)",
+                        )
+                        .bind(before_ms)
+                        .bind(i64::from(limit))
+                        .execute(&mut *conn)
+                        .await
+                        .map(|r| r.rows_affected())
+                        .map_err(StoreError::from_sqlx)
+                    }))
+                    .await;
+                record($name, "prune_checkout_events", started, &r);
                 r
             }
 

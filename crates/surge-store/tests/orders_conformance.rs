@@ -132,6 +132,11 @@ async fn keys_claim_once_per_user_and_replay(s: &dyn OrdersStore) {
     assert_eq!(events.len(), 2);
     assert_eq!(events[0].event.event_id, "o1:OrderPlaced");
     assert!(events[1].position > events[0].position);
+    // Pruning takes the oldest first and only what is older than asked.
+    assert_eq!(s.prune_events(0, 10).await.unwrap(), 0);
+    assert_eq!(s.prune_events(i64::MAX, 1).await.unwrap(), 1);
+    let left = s.events(0, 10).await.unwrap();
+    assert_eq!(left, events[1..]);
 }
 
 async fn expired_keys_are_reclaimed_and_purged(s: &dyn OrdersStore) {

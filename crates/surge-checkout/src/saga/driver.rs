@@ -71,6 +71,8 @@ struct Inner {
     poll: Duration,
     sweep: Duration,
     stuck_after_ms: i64,
+    /// How long checkout outbox events are kept.
+    event_retention_ms: i64,
     active: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
@@ -126,6 +128,7 @@ impl Orchestrator {
                 poll: Duration::from_millis(s.poll_ms),
                 sweep: Duration::from_millis(s.sweep_ms),
                 stuck_after_ms: ms(s.stuck_after_ms),
+                event_retention_ms: ms(config.event_retention_ms),
                 active: Mutex::default(),
                 permits: Arc::new(Semaphore::new(s.max_active)),
                 stop,
@@ -401,8 +404,8 @@ impl Orchestrator {
         Ok(full)
     }
 
-    /// Acts on expired holds, forgets expired idempotency keys and deletes
-    /// `StockChanged` events past their retention. Returns the number of expired holds
+    /// Acts on expired holds, forgets expired idempotency keys and deletes outbox
+    /// events (checkout's and `StockChanged`) past their retention. Returns the number of expired holds
     /// acted on.
     pub async fn sweep_once(&self) -> Result<usize, StoreError> {
         let inner = &self.inner;
@@ -462,9 +465,13 @@ impl Orchestrator {
         if purged > 0 {
             tracing::debug!(purged, "forgot expired idempotency keys");
         }
-        let pruned = inner.inventory.prune_events(now, PURGE_BATCH).await?;
+        let pruned = inner.inventory.prune_events(now, PURGE_BATCH).await?
+            + inner
+                .orders
+                .prune_events(now.saturating_sub(inner.event_retention_ms), PURGE_BATCH)
+                .await?;
         if pruned > 0 {
-            tracing::debug!(pruned, "deleted StockChanged events past their retention");
+            tracing::debug!(pruned, "deleted outbox events past their retention");
         }
         Ok(acted)
     }
