@@ -634,8 +634,11 @@ macro_rules! inventory_store {
                 let r = self
                     .write_one((before_ms, limit), |(before_ms, limit), conn| Box::pin(async move {
                         sqlx::query(
-                            "DELETE FROM inventory_outbox WHERE position IN (SELECT position FROM inventory_outbox \
-                             WHERE created_at_ms < $1 ORDER BY position LIMIT $2)",
+                            // The oldest `limit` entries, those of them old enough: bounded work
+                        // per call even when nothing is due.
+                        "DELETE FROM inventory_outbox WHERE position IN (SELECT position FROM \
+                         (SELECT position, created_at_ms FROM inventory_outbox ORDER BY position LIMIT $2) AS oldest \
+                         WHERE created_at_ms < $1)",
                         )
                         .bind(*before_ms)
                         .bind(i64::from(*limit))

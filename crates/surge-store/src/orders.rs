@@ -798,8 +798,11 @@ macro_rules! orders_store {
                 let r = self
                     .write_one((), move |(), conn| Box::pin(async move {
                         sqlx::query(
-                            "DELETE FROM checkout_outbox WHERE position IN (SELECT position FROM checkout_outbox \
-                             WHERE created_at_ms < $1 ORDER BY position LIMIT $2)",
+                            // The oldest `limit` entries, those of them old enough: bounded work
+                        // per call even when nothing is due.
+                        "DELETE FROM checkout_outbox WHERE position IN (SELECT position FROM \
+                         (SELECT position, created_at_ms FROM checkout_outbox ORDER BY position LIMIT $2) AS oldest \
+                         WHERE created_at_ms < $1)",
                         )
                         .bind(before_ms)
                         .bind(i64::from(limit))
