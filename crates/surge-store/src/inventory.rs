@@ -25,10 +25,10 @@
 //! ## `StockChanged` events
 //! Every write that changes a (SKU, market)'s counters appends a `StockChanged` event to
 //! the inventory outbox in the same transaction: the counters after the change, what
-//! caused it (`held`, `sold`, `released`, `declared`, `restocked`) and the order, if
-//! any ([`InventoryStore::events`] reads them by position; the events of one write, such
-//! as the lines of one hold, may come in any order among themselves). A write re-run after a
-//! crash changes nothing, so it appends nothing. On SQLite the event is read from the
+//! caused it (`held`, `sold`, `released`, `declared`, `restocked`) and the order, if any
+//! ([`InventoryStore::events`] reads them by position; the events of one write, such as
+//! the lines of one hold, may come in any order among themselves). A write re-run after
+//! a crash changes nothing, so it appends nothing. On SQLite the event is read from the
 //! row just written; on PostgreSQL, where a write's statements are parts of one `WITH`
 //! on one snapshot, from the rows the counter update returns. Positions commit in order:
 //! SQLite has one writer, and on PostgreSQL the store's group writer takes an advisory
@@ -254,7 +254,7 @@ const INSERT_HOLD: &str = "INSERT INTO holds (order_id, sku, market, qty, state,
 /// Moves units from available to held if they are there; returns the row when it did.
 const TAKE_STOCK: &str = "UPDATE stock SET available = available - $1, held = held + $1 \
      WHERE sku = $2 AND market = $3 AND available >= $1 \
-     RETURNING sku, market, available, held, sold, declared, owed";
+     RETURNING sku, market, available, held, sold, declared, owed"; // STOCK_ROW
 
 /// Binds the arguments of [`STOCK_EVENT`] (or [`STOCK_EVENT_AFTER`]).
 fn bind_event<'q, DB: sqlx::Database>(
@@ -633,12 +633,12 @@ macro_rules! inventory_store {
                 let started = std::time::Instant::now();
                 let r = self
                     .write_one((before_ms, limit), |(before_ms, limit), conn| Box::pin(async move {
+                        // The oldest `limit` entries, those of them old enough: bounded
+                        // work per call even when nothing is due.
                         sqlx::query(
-                            // The oldest `limit` entries, those of them old enough: bounded work
-                        // per call even when nothing is due.
-                        "DELETE FROM inventory_outbox WHERE position IN (SELECT position FROM \
-                         (SELECT position, created_at_ms FROM inventory_outbox ORDER BY position LIMIT $2) AS oldest \
-                         WHERE created_at_ms < $1)",
+                            "DELETE FROM inventory_outbox WHERE position IN (SELECT position FROM \
+                             (SELECT position, created_at_ms FROM inventory_outbox ORDER BY position LIMIT $2) \
+                             AS oldest WHERE created_at_ms < $1)",
                         )
                         .bind(*before_ms)
                         .bind(i64::from(*limit))

@@ -797,12 +797,12 @@ macro_rules! orders_store {
                 let started = std::time::Instant::now();
                 let r = self
                     .write_one((), move |(), conn| Box::pin(async move {
+                        // The oldest `limit` entries, those of them old enough: bounded
+                        // work per call even when nothing is due.
                         sqlx::query(
-                            // The oldest `limit` entries, those of them old enough: bounded work
-                        // per call even when nothing is due.
-                        "DELETE FROM checkout_outbox WHERE position IN (SELECT position FROM \
-                         (SELECT position, created_at_ms FROM checkout_outbox ORDER BY position LIMIT $2) AS oldest \
-                         WHERE created_at_ms < $1)",
+                            "DELETE FROM checkout_outbox WHERE position IN (SELECT position FROM \
+                             (SELECT position, created_at_ms FROM checkout_outbox ORDER BY position LIMIT $2) \
+                             AS oldest WHERE created_at_ms < $1)",
                         )
                         .bind(before_ms)
                         .bind(i64::from(limit))
