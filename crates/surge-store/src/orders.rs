@@ -309,8 +309,10 @@ pub trait OrdersStore: crate::FulfilmentStore + Send + Sync + 'static {
 
     /// Claims up to `limit` running or compensating sagas for `owner`, leasing them
     /// until `lease_until_ms`: those whose lease ran out and that are due (`next_at_ms
-    /// <= now_ms`), and with `reclaim_own` every one whose lease is `owner`'s, due or
-    /// not (a node that restarts takes its sagas back at once).
+    /// <= now_ms`), and with `reclaim_own` every one whose lease is `owner`'s and that
+    /// is due before `lease_until_ms`, lease or not (a node that restarts takes its
+    /// sagas back at once; one queued for later waits until it is due, rather than
+    /// holding a driver until then).
     async fn claim_due(
         &self,
         owner: &str,
@@ -944,10 +946,12 @@ macro_rules! orders_store {
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                         "UPDATE orders SET lease_owner = $1, lease_until_ms = $2 WHERE id IN ( \
                          SELECT id FROM orders WHERE saga_state IN ('running', 'compensating') \
-                         AND ((next_at_ms <= $3 AND lease_until_ms <= $3) OR (lease_owner = $1 AND $5)) \
+                         AND ((next_at_ms <= $3 AND lease_until_ms <= $3) \
+                              OR (lease_owner = $1 AND $5 AND next_at_ms <= $2)) \
                          ORDER BY next_at_ms LIMIT $4) \
                          AND saga_state IN ('running', 'compensating') \
-                         AND ((next_at_ms <= $3 AND lease_until_ms <= $3) OR (lease_owner = $1 AND $5)) \
+                         AND ((next_at_ms <= $3 AND lease_until_ms <= $3) \
+                              OR (lease_owner = $1 AND $5 AND next_at_ms <= $2)) \
                          RETURNING {ORDER_COLUMNS}"
                     )))
                     .bind(owner.as_str())

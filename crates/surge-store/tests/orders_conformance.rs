@@ -414,6 +414,27 @@ async fn lists_page_and_claims_lease(s: &dyn OrdersStore) {
     );
     assert!(s.sagas(None, 0, None, 10).await.unwrap().is_empty());
 
+    // A saga queued for much later (a fulfilment slot an hour away) is not taken back
+    // early by its restarted owner: its driver would hold a slot of the orchestrator
+    // until then. One due within the lease is.
+    let mut q = new_order("queued", "carol", "k", "h");
+    q.order.next_at_ms = 1_000_000;
+    s.create(&q).await.unwrap();
+    let mut soon = new_order("soon", "carol", "k2", "h");
+    soon.order.next_at_ms = 20_500;
+    s.create(&soon).await.unwrap();
+    let mine = s
+        .claim_due("node-a", 20_000, 21_000, true, 10)
+        .await
+        .unwrap();
+    let ids: Vec<_> = mine.iter().map(|o| o.id.as_str()).collect();
+    assert!(ids.contains(&"soon") && !ids.contains(&"queued"), "{ids:?}");
+    let later = s
+        .claim_due("node-a", 1_000_000, 1_001_000, false, 10)
+        .await
+        .unwrap();
+    assert!(later.iter().any(|o| o.id == "queued"), "taken when due");
+
     s.audit(&AuditEntry {
         order_id: "o1".into(),
         actor: "admin".into(),
@@ -427,7 +448,7 @@ async fn lists_page_and_claims_lease(s: &dyn OrdersStore) {
     assert_eq!(trail.len(), 1);
     assert!(trail[0].at_ms > 0);
     let counts = s.count_by_status().await.unwrap();
-    assert_eq!(counts, [("pending".to_owned(), 6)]);
+    assert_eq!(counts, [("pending".to_owned(), 8)]);
 }
 
 async fn fulfilment_slots_never_exceed_capacity(s: Arc<dyn OrdersStore>) {

@@ -9,9 +9,11 @@
 //! that hangs up does not stop its saga.
 //!
 //! Recovery: a poller claims sagas whose lease ran out (their node died) and, once
-//! after start, every saga this node owned before it stopped. A sweeper turns expired
-//! holds into compensations (before the point of no return) or sales (after it), and
-//! forgets idempotency keys past their retention. Steps are idempotent, so a step that
+//! after start, every saga this node owned before it stopped that is due within a lease
+//! (one queued for a later fulfilment minute waits until it is due). A sweeper turns
+//! expired holds into compensations (before the point of no return) or sales (after
+//! it), forgets idempotency keys past their retention and deletes outbox events past
+//! theirs. Steps are idempotent, so a step that
 //! ran but whose result was lost to a crash just runs again.
 
 use std::collections::HashSet;
@@ -372,8 +374,8 @@ impl Orchestrator {
         }
     }
 
-    /// Claims due sagas (with `reclaim_own`, every saga this node owned) and starts
-    /// them. Returns whether the batch was full (there may be more).
+    /// Claims due sagas (with `reclaim_own`, every saga this node owned that is due
+    /// within a lease) and starts them. Returns whether the batch was full (there may be more).
     pub async fn poll_once(&self, reclaim_own: bool) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let free = inner.permits.available_permits().min(CLAIM_BATCH);
