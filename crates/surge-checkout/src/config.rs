@@ -39,6 +39,8 @@ pub struct CheckoutConfig {
     pub provider: SimulatorConfig,
     /// Warehouses' shipping capacity and what to do when it is reached.
     pub fulfilment: FulfilmentConfig,
+    /// The relay of checkout's events to the event stream (NATS JetStream).
+    pub events: crate::relay::RelayConfig,
 }
 
 impl Default for CheckoutConfig {
@@ -55,6 +57,7 @@ impl Default for CheckoutConfig {
             inventory: InventoryConfig::default(),
             provider: SimulatorConfig::default(),
             fulfilment: FulfilmentConfig::default(),
+            events: crate::relay::RelayConfig::default(),
         }
     }
 }
@@ -191,6 +194,7 @@ impl CheckoutConfig {
         }
         self.inventory.feed.validate()?;
         self.fulfilment.validate()?;
+        self.events.validate()?;
         if self.saga.retry_max_ms < self.saga.retry_base_ms {
             return Err(format!(
                 "checkout.saga.retry_max_ms ({}) must be >= retry_base_ms ({})",

@@ -9,12 +9,14 @@
 
 pub mod api;
 pub mod config;
+pub mod events;
 pub mod fulfilment;
 pub mod inventory;
 pub mod metrics;
 pub mod order;
 pub mod payments;
 pub mod pricing;
+pub mod relay;
 pub mod saga;
 
 use std::sync::Arc;

@@ -33,3 +33,9 @@ pub const FEED_POSITION: &str = "surge_checkout_offer_feed_position";
 pub const FEED_RESYNCS_TOTAL: &str = "surge_checkout_offer_feed_resyncs_total";
 /// Counter: failed steps of the offer feed.
 pub const FEED_FAILURES_TOTAL: &str = "surge_checkout_offer_feed_failures_total";
+/// Gauge: the outbox position the event relay has published, labelled `subject`.
+pub const RELAY_POSITION: &str = "surge_checkout_event_relay_position";
+/// Counter: events the relay published to the event stream.
+pub const RELAY_PUBLISHED_TOTAL: &str = "surge_checkout_event_relay_published_total";
+/// Counter: failed steps (or connections) of the event relay.
+pub const RELAY_FAILURES_TOTAL: &str = "surge_checkout_event_relay_failures_total";

@@ -105,6 +105,15 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             let feed = OfferFeed::new(catalog, inventory, feed.clone());
             tasks.push(tokio::spawn(feed.run(stop_rx.clone())));
         }
+        let events = &config.checkout.events;
+        if events.nats_url.is_some() {
+            tasks.push(tokio::spawn(surge_checkout::relay::run(
+                events.clone(),
+                checkout.saga.orders().clone(),
+                checkout.saga.inventory().store().clone(),
+                stop_rx.clone(),
+            )));
+        }
         let admin_token = AdminToken::new(&admin);
         keyed.push((
             "checkout".to_owned(),

@@ -268,18 +268,7 @@ pub async fn stock_events(
         .events(q.after.unwrap_or(0), limit)
         .await
         .map_err(store_problem)?;
-    let list: Vec<_> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "position": e.position, "event_id": e.event_id(), "type": "StockChanged",
-                "sku": e.sku, "market": e.market, "cause": e.cause, "order_id": e.order_id,
-                "available": e.level.available, "held": e.level.held, "sold": e.level.sold,
-                "declared": e.level.declared, "owed": e.level.owed,
-                "created_at_ms": e.created_at_ms,
-            })
-        })
-        .collect();
+    let list: Vec<_> = events.iter().map(crate::events::stock_event_json).collect();
     Ok(Json(serde_json::json!({ "events": list })).into_response())
 }
 
@@ -317,14 +306,7 @@ pub async fn events(
         .map_err(store_problem)?;
     let list: Vec<_> = events
         .iter()
-        .map(|e| {
-            let payload: serde_json::Value =
-                serde_json::from_str(&e.event.payload).unwrap_or(serde_json::Value::Null);
-            serde_json::json!({
-                "position": e.position, "event_id": e.event.event_id, "type": e.event.kind,
-                "order_id": e.event.order_id, "payload": payload, "created_at_ms": e.created_at_ms,
-            })
-        })
+        .map(crate::events::checkout_event_json)
         .collect();
     Ok(Json(serde_json::json!({ "events": list })).into_response())
 }
