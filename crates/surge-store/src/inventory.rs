@@ -121,19 +121,34 @@ const DECLARE: &str = "INSERT INTO stock (sku, market, available, held, sold, de
 pub(crate) const PG_BATCH_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7368213)";
 
 /// The stock row as a counter update returns it (for the event that follows).
-const STOCK_ROW: &str = "sku, market, available, held, sold, declared, owed";
+macro_rules! stock_row {
+    () => {
+        "sku, market, available, held, sold, declared, owed"
+    };
+}
 
-/// Appends a `StockChanged` event with the counters of `stock` row ($4, $5) as they are
-/// now; `$1` the cause, `$2` the order (or NULL), `$3` the time.
-const STOCK_EVENT: &str = "INSERT INTO inventory_outbox (sku, market, available, held, sold, declared, owed, \
-     cause, order_id, created_at_ms) SELECT sku, market, available, held, sold, declared, owed, $1, $2, $3 \
-     FROM stock WHERE sku = $4 AND market = $5";
+/// Appends a `StockChanged` event with the counters of the stock row ($4, $5) read
+/// from `$from`; `$1` the cause, `$2` the order (or NULL), `$3` the time.
+macro_rules! stock_event {
+    ($from:literal) => {
+        concat!(
+            "INSERT INTO inventory_outbox (",
+            stock_row!(),
+            ", cause, order_id, created_at_ms) SELECT ",
+            stock_row!(),
+            ", $1, $2, $3 FROM ",
+            $from,
+            " WHERE sku = $4 AND market = $5"
+        )
+    };
+}
+
+/// The event of the `stock` row as it is now.
+const STOCK_EVENT: &str = stock_event!("stock");
 
 /// The same as a part of a PostgreSQL `WITH` (see [`chain`]), right after the counter
 /// update, whose returned row it reads (a sibling part would see the row as it was).
-const STOCK_EVENT_AFTER: &str = "INSERT INTO inventory_outbox (sku, market, available, held, sold, declared, owed, \
-     cause, order_id, created_at_ms) SELECT sku, market, available, held, sold, declared, owed, $1, $2, $3 \
-     FROM {prev} WHERE sku = $4 AND market = $5";
+const STOCK_EVENT_AFTER: &str = stock_event!("{prev}");
 
 /// Creates a feed's position at 0 unless it exists.
 const NEW_FEED: &str =
@@ -252,9 +267,26 @@ const INSERT_HOLD: &str = "INSERT INTO holds (order_id, sku, market, qty, state,
      VALUES ($1, $2, $3, $4, 'held', $5, $6) ON CONFLICT DO NOTHING RETURNING 1";
 
 /// Moves units from available to held if they are there; returns the row when it did.
-const TAKE_STOCK: &str = "UPDATE stock SET available = available - $1, held = held + $1 \
-     WHERE sku = $2 AND market = $3 AND available >= $1 \
-     RETURNING sku, market, available, held, sold, declared, owed"; // STOCK_ROW
+const TAKE_STOCK: &str = concat!(
+    "UPDATE stock SET available = available - $1, held = held + $1 \
+     WHERE sku = $2 AND market = $3 AND available >= $1 RETURNING ",
+    stock_row!()
+);
+
+/// Moves sold units out of `held` (`$1` units of `$2`, `$3`).
+const SELL_HELD: &str = concat!(
+    "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3 RETURNING ",
+    stock_row!()
+);
+
+/// Gives released units back; they pay what is owed first.
+const RELEASE_HELD: &str = concat!(
+    "UPDATE stock SET held = held - $1, \
+     available = available + CASE WHEN owed >= $1 THEN 0 ELSE $1 - owed END, \
+     owed = CASE WHEN owed >= $1 THEN owed - $1 ELSE 0 END \
+     WHERE sku = $2 AND market = $3 RETURNING ",
+    stock_row!()
+);
 
 /// Binds the arguments of [`STOCK_EVENT`] (or [`STOCK_EVENT_AFTER`]).
 fn bind_event<'q, DB: sqlx::Database>(
@@ -307,19 +339,12 @@ macro_rules! inventory_store {
                 .map_err(StoreError::from_sqlx)?;
                 // Counters in one order everywhere, so two settles never deadlock on them.
                 rows.sort_unstable();
-                let counters = if to == "sold" {
-                    "UPDATE stock SET held = held - $1, sold = sold + $1 WHERE sku = $2 AND market = $3"
-                } else {
-                    // Released units pay what is owed first.
-                    "UPDATE stock SET held = held - $1, \
-                     available = available + CASE WHEN owed >= $1 THEN 0 ELSE $1 - owed END, \
-                     owed = CASE WHEN owed >= $1 THEN owed - $1 ELSE 0 END \
-                     WHERE sku = $2 AND market = $3"
-                };
+                // Each counter update with its event, in one round trip (built once).
+                static SETTLE: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
+                    [SELL_HELD, RELEASE_HELD].map(|update| chain::<$db, _>(&[update, $event_after], &[]))
+                });
+                let sql = if to == "sold" { &SETTLE[0] } else { &SETTLE[1] };
                 let mut moved = 0;
-                // Each counter update with its event, in one round trip.
-                let texts = [format!("{counters} RETURNING {STOCK_ROW}"), $event_after.to_owned()];
-                let sql = chain::<$db, _>(&texts, &[]);
                 for (sku, market, qty) in &rows {
                     let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                         .bind(*qty)

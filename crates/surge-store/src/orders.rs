@@ -18,11 +18,8 @@
 //! in position order. SQLite has one writer. On PostgreSQL the store's group writer
 //! takes a transaction-scoped advisory lock with the `BEGIN` of every batch
 //! ([`PG_BATCH_BEGIN`]), so batches of all processes sharing the database commit one
-//! after the other, and a write run step by step takes it again (a no-op then) before
-//! its events.
-
-// The per-dialect lock statement is a literal that is empty for SQLite.
-#![allow(clippy::const_is_empty)]
+//! after the other. Every write of the store goes through that writer, so no write takes
+//! the lock itself.
 
 use async_trait::async_trait;
 use sqlx::{Postgres, Row, Sqlite};
@@ -417,7 +414,7 @@ const INSERT_EVENT: &str = "INSERT INTO checkout_outbox (event_id, kind, order_i
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING";
 
 macro_rules! orders_store {
-    ($db:ty, $name:literal, $lock:literal) => {
+    ($db:ty, $name:literal) => {
         impl SqlStore<$db> {
             fn order_row(row: &<$db as sqlx::Database>::Row) -> Result<OrderRow> {
                 let get = |e: sqlx::Error| StoreError::from_sqlx(e);
@@ -557,19 +554,11 @@ macro_rules! orders_store {
                         .await
                         .map_err(StoreError::from_sqlx)?;
                 }
-                if !events.is_empty() {
-                    if !$lock.is_empty() {
-                        sqlx::query($lock)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                    }
-                    for e in events {
-                        Self::bind_event(sqlx::query(INSERT_EVENT), e, at)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(StoreError::from_sqlx)?;
-                    }
+                for e in events {
+                    Self::bind_event(sqlx::query(INSERT_EVENT), e, at)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
                 }
                 Ok(())
             }
@@ -1072,9 +1061,5 @@ macro_rules! orders_store {
     };
 }
 
-orders_store!(Sqlite, "sqlite", "");
-orders_store!(
-    Postgres,
-    "postgres",
-    "SELECT pg_advisory_xact_lock(7368212)"
-);
+orders_store!(Sqlite, "sqlite");
+orders_store!(Postgres, "postgres");

@@ -30,7 +30,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{Connection, Database, Pool, Row, Sqlite};
 
 use crate::checkpoint::Checkpointer;
-use crate::group::{Batching, GroupWriter};
+use crate::group::{Batching, GroupWriter, Grouped};
 use crate::metrics::record;
 use crate::migrations::{CREATE_MIGRATIONS_TABLE, Component, MIGRATIONS};
 use crate::{
@@ -328,24 +328,10 @@ impl SqlStore<Sqlite> {
             .map_err(StoreError::from_sqlx)?;
         let checkpointer = Checkpointer::start(connect)
             .map_err(|e| StoreError::Config(format!("cannot start the WAL checkpointer: {e}")))?;
-        // Checkout's stores write through a group writer; the catalog and identity
-        // stores keep a transaction per call.
-        let group = match components {
-            [c @ (Component::Orders | Component::Inventory | Component::Payments)] => Some(
-                GroupWriter::start(
-                    c.name(),
-                    writer.clone(),
-                    Batching {
-                        begin: "BEGIN IMMEDIATE",
-                        rolled_back: Some(rolled_back),
-                    },
-                )
-                .map_err(|e| {
-                    StoreError::Config(format!("cannot start the group commit writer: {e}"))
-                })?,
-            ),
-            _ => None,
-        };
+        let group = group_writer(components, &writer, |_| Batching {
+            begin: "BEGIN IMMEDIATE",
+            rolled_back: Some(rolled_back.clone()),
+        })?;
         Ok(SqlStore {
             group,
             writer,
@@ -353,6 +339,29 @@ impl SqlStore<Sqlite> {
             checkpointer: Some(checkpointer),
             components,
         })
+    }
+}
+
+/// Checkout's stores write through a group writer (one `BEGIN` and one `COMMIT` for
+/// every write waiting); the catalog and identity stores keep a transaction per call.
+fn group_writer<DB>(
+    components: &'static [Component],
+    pool: &Pool<DB>,
+    batching: impl Fn(Component) -> Batching,
+) -> Result<Option<GroupWriter<DB>>>
+where
+    DB: Grouped,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    match components {
+        [c @ (Component::Orders | Component::Inventory | Component::Payments)] => {
+            GroupWriter::start(c.name(), pool.clone(), batching(*c))
+                .map(Some)
+                .map_err(|e| {
+                    StoreError::Config(format!("cannot start the group commit writer: {e}"))
+                })
+        }
+        _ => Ok(None),
     }
 }
 
@@ -399,27 +408,16 @@ impl SqlStore<Postgres> {
             components,
         };
         store.migrate().await?;
-        // Checkout's stores write through a group writer, like on SQLite: one `BEGIN`
-        // and one `COMMIT` (one WAL flush) for every write waiting. The orders and
-        // inventory writers take their outbox's lock with their `BEGIN` (see `orders`
-        // and `inventory`).
-        store.group = match components {
-            [c @ (Component::Orders | Component::Inventory | Component::Payments)] => {
-                let begin = match c {
-                    Component::Orders => crate::orders::PG_BATCH_BEGIN,
-                    Component::Inventory => crate::inventory::PG_BATCH_BEGIN,
-                    _ => "BEGIN",
-                };
-                let batching = Batching {
-                    begin,
-                    rolled_back: None,
-                };
-                Some(GroupWriter::start(c.name(), pool, batching).map_err(|e| {
-                    StoreError::Config(format!("cannot start the group commit writer: {e}"))
-                })?)
-            }
-            _ => None,
-        };
+        // The orders and inventory writers take their outbox's lock with their `BEGIN`
+        // (see `orders` and `inventory`).
+        store.group = group_writer(components, &pool, |c| Batching {
+            begin: match c {
+                Component::Orders => crate::orders::PG_BATCH_BEGIN,
+                Component::Inventory => crate::inventory::PG_BATCH_BEGIN,
+                _ => "BEGIN",
+            },
+            rolled_back: None,
+        })?;
         Ok(store)
     }
 }
