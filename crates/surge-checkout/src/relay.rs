@@ -169,7 +169,8 @@ impl Source {
 /// One outbox, its subject and how far it has been relayed.
 struct Lane {
     source: Source,
-    subject: String,
+    /// Cheap to clone (shared bytes), once per message.
+    subject: async_nats::Subject,
     position: i64,
 }
 
@@ -210,17 +211,20 @@ impl Relay {
         let mut lanes = vec![
             Lane {
                 source: Source::Checkout(orders),
-                subject: checkout,
+                subject: checkout.into(),
                 position: 0,
             },
             Lane {
                 source: Source::Inventory(inventory),
-                subject: inventory_subject,
+                subject: inventory_subject.into(),
                 position: 0,
             },
         ];
         for lane in &mut lanes {
-            lane.position = match stream.get_last_raw_message_by_subject(&lane.subject).await {
+            lane.position = match stream
+                .get_last_raw_message_by_subject(lane.subject.as_str())
+                .await
+            {
                 Ok(last) => last
                     .headers
                     .get(POSITION)
@@ -268,7 +272,7 @@ impl Relay {
             if let Some(last) = events.last() {
                 lane.position = last.position;
                 published += events.len();
-                ::metrics::gauge!(crate::metrics::RELAY_POSITION, "subject" => lane.subject.clone())
+                ::metrics::gauge!(crate::metrics::RELAY_POSITION, "subject" => lane.subject.to_string())
                     .set(last.position as f64);
             }
         }

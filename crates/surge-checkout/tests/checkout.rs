@@ -554,3 +554,45 @@ async fn the_sweeper_compensates_a_pending_order_whose_hold_expired() {
         level(4, 0, 1)
     );
 }
+
+/// The sweeper deletes outbox events (checkout's and `StockChanged`) once they are past
+/// their retention, and keeps them before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_prunes_outbox_events_past_their_retention() {
+    let counts = |h: &common::Harness| {
+        let (orders, inventory) = (h.stores.orders.clone(), h.stores.inventory.clone());
+        async move {
+            (
+                orders.events(0, 100).await.unwrap().len(),
+                inventory.events(0, 100).await.unwrap().len(),
+            )
+        }
+    };
+    // The default retention (7 days): a sweep keeps everything.
+    let h = harness(test_config()).await;
+    h.offer("p1:m1", 1000, 5).await;
+    let r = h
+        .checkout("alice", Some("a"), &body(&[("p1:m1", 1)], "tok_ok"))
+        .await;
+    assert_eq!(r.json()["status"], "confirmed");
+    h.checkout.saga.sweep_once().await.unwrap();
+    assert_eq!(counts(&h).await, (2, 3));
+
+    // A retention of 1 ms: the first sweep after that millisecond deletes them all.
+    let mut config = test_config();
+    config.event_retention_ms = 1;
+    config.inventory.event_retention_ms = 1;
+    let h = harness(config).await;
+    h.offer("p1:m1", 1000, 5).await;
+    let r = h
+        .checkout("alice", Some("a"), &body(&[("p1:m1", 1)], "tok_ok"))
+        .await;
+    assert_eq!(r.json()["status"], "confirmed");
+    loop {
+        h.checkout.saga.sweep_once().await.unwrap();
+        if counts(&h).await == (0, 0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+}

@@ -259,17 +259,31 @@ pub async fn stock_events(
     State(api): State<Api>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(q) = query.map_err(|e| Problem::bad_param("query", e.body_text()))?;
-    let limit = page_size(q.limit)?;
+    let (after, limit) = events_page(query)?;
     let events = api
         .saga
         .inventory()
         .store()
-        .events(q.after.unwrap_or(0), limit)
+        .events(after, limit)
         .await
         .map_err(store_problem)?;
-    let list: Vec<_> = events.iter().map(crate::events::stock_event_json).collect();
-    Ok(Json(serde_json::json!({ "events": list })).into_response())
+    Ok(events_reply(
+        events.iter().map(crate::events::stock_event_json),
+    ))
+}
+
+/// The position after which, and how many, events a page asks for.
+fn events_page(
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(i64, u32), Problem> {
+    let Query(q) = query.map_err(|e| Problem::bad_param("query", e.body_text()))?;
+    Ok((q.after.unwrap_or(0), page_size(q.limit)?))
+}
+
+/// A page of events.
+fn events_reply(events: impl Iterator<Item = serde_json::Value>) -> Response {
+    let list: Vec<_> = events.collect();
+    Json(serde_json::json!({ "events": list })).into_response()
 }
 
 /// A page size from a query: 1..=1000, default 100.
@@ -296,17 +310,14 @@ pub async fn events(
     State(api): State<Api>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let Query(q) = query.map_err(|e| Problem::bad_param("query", e.body_text()))?;
-    let limit = page_size(q.limit)?;
+    let (after, limit) = events_page(query)?;
     let events = api
         .saga
         .orders()
-        .events(q.after.unwrap_or(0), limit)
+        .events(after, limit)
         .await
         .map_err(store_problem)?;
-    let list: Vec<_> = events
-        .iter()
-        .map(crate::events::checkout_event_json)
-        .collect();
-    Ok(Json(serde_json::json!({ "events": list })).into_response())
+    Ok(events_reply(
+        events.iter().map(crate::events::checkout_event_json),
+    ))
 }
