@@ -29,8 +29,6 @@ pub struct Inventory {
     /// Sold-out marks by [`key`] of (SKU, market), with when they lapse.
     sold_out: Arc<Mutex<HashMap<u64, Instant>>>,
     ttl: Duration,
-    /// How long `StockChanged` events are kept.
-    event_retention_ms: i64,
 }
 
 /// The sold-out map's key: a 64-bit hash of (SKU, market), so the check on every
@@ -52,16 +50,7 @@ impl Inventory {
             store,
             sold_out: Arc::default(),
             ttl: Duration::from_millis(config.sold_out_ttl_ms),
-            event_retention_ms: i64::try_from(config.event_retention_ms).unwrap_or(i64::MAX),
         }
-    }
-
-    /// Deletes up to `limit` `StockChanged` events older than the retention; returns
-    /// how many.
-    pub async fn prune_events(&self, now_ms: i64, limit: u32) -> Result<u64, StoreError> {
-        self.store
-            .prune_events(now_ms.saturating_sub(self.event_retention_ms), limit)
-            .await
     }
 
     /// The store (for the sweeper and tests).

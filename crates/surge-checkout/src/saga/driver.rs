@@ -73,8 +73,9 @@ struct Inner {
     poll: Duration,
     sweep: Duration,
     stuck_after_ms: i64,
-    /// How long checkout outbox events are kept.
+    /// How long events are kept in the checkout and in the inventory outbox.
     event_retention_ms: i64,
+    stock_event_retention_ms: i64,
     active: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
@@ -131,6 +132,7 @@ impl Orchestrator {
                 sweep: Duration::from_millis(s.sweep_ms),
                 stuck_after_ms: ms(s.stuck_after_ms),
                 event_retention_ms: ms(config.event_retention_ms),
+                stock_event_retention_ms: ms(config.inventory.event_retention_ms),
                 active: Mutex::default(),
                 permits: Arc::new(Semaphore::new(s.max_active)),
                 stop,
@@ -375,7 +377,8 @@ impl Orchestrator {
     }
 
     /// Claims due sagas (with `reclaim_own`, every saga this node owned that is due
-    /// within a lease) and starts them. Returns whether the batch was full (there may be more).
+    /// within a lease) and starts them. Returns whether the batch was full (there may
+    /// be more).
     pub async fn poll_once(&self, reclaim_own: bool) -> Result<bool, StoreError> {
         let inner = &self.inner;
         let free = inner.permits.available_permits().min(CLAIM_BATCH);
@@ -407,8 +410,8 @@ impl Orchestrator {
     }
 
     /// Acts on expired holds, forgets expired idempotency keys and deletes outbox
-    /// events (checkout's and `StockChanged`) past their retention. Returns the number of expired holds
-    /// acted on.
+    /// events (checkout's and `StockChanged`) past their retention. Returns the number
+    /// of expired holds acted on.
     pub async fn sweep_once(&self) -> Result<usize, StoreError> {
         let inner = &self.inner;
         let now = now_ms();
@@ -467,10 +470,17 @@ impl Orchestrator {
         if purged > 0 {
             tracing::debug!(purged, "forgot expired idempotency keys");
         }
-        let pruned = inner.inventory.prune_events(now, PURGE_BATCH).await?
+        let pruned = inner
+            .orders
+            .prune_events(now.saturating_sub(inner.event_retention_ms), PURGE_BATCH)
+            .await?
             + inner
-                .orders
-                .prune_events(now.saturating_sub(inner.event_retention_ms), PURGE_BATCH)
+                .inventory
+                .store()
+                .prune_events(
+                    now.saturating_sub(inner.stock_event_retention_ms),
+                    PURGE_BATCH,
+                )
                 .await?;
         if pruned > 0 {
             tracing::debug!(pruned, "deleted outbox events past their retention");
