@@ -41,6 +41,33 @@ pub struct CheckoutConfig {
     pub fulfilment: FulfilmentConfig,
     /// The relay of checkout's events to the event stream (NATS JetStream).
     pub events: crate::relay::RelayConfig,
+    /// Where the inventory and payments services run when not in this process.
+    pub remote: RemoteConfig,
+}
+
+/// Where the orchestrator finds the inventory and payments services. Empty (default):
+/// in this process. `http://host:port`: a `surge serve --roles inventory` (or
+/// `payments`) node, called over HTTP with the admin token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// The inventory service's base URL, or empty for this process.
+    pub inventory: String,
+    /// The payments service's base URL, or empty for this process.
+    pub payments: String,
+    /// How long one call to a remote service may take, in ms; after it the saga step
+    /// is retried. Keep it above the payment provider's own timeout. Default 10,000.
+    pub timeout_ms: u64,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            inventory: String::new(),
+            payments: String::new(),
+            timeout_ms: 10_000,
+        }
+    }
 }
 
 impl Default for CheckoutConfig {
@@ -58,6 +85,7 @@ impl Default for CheckoutConfig {
             provider: SimulatorConfig::default(),
             fulfilment: FulfilmentConfig::default(),
             events: crate::relay::RelayConfig::default(),
+            remote: RemoteConfig::default(),
         }
     }
 }
@@ -188,6 +216,7 @@ impl CheckoutConfig {
             ("checkout.saga.lease_ms", self.saga.lease_ms),
             ("checkout.saga.poll_ms", self.saga.poll_ms),
             ("checkout.saga.sweep_ms", self.saga.sweep_ms),
+            ("checkout.remote.timeout_ms", self.remote.timeout_ms),
         ];
         if let Some((key, v)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{key} must be > 0, got {v}"));

@@ -1,7 +1,8 @@
 //! Checkout: orders, inventory and payments kept consistent by a durable saga.
 //!
 //! Three services each own their database and talk only through their APIs (in-process
-//! calls in all-in-one mode): **orders** (orders, the saga log, idempotency keys),
+//! calls in all-in-one mode, HTTP when they run on separate nodes: [`services`],
+//! [`remote`], [`api::internal`]): **orders** (orders, the saga log, idempotency keys),
 //! **inventory** (stock and holds) and **payments** (authorizations, captures, voids,
 //! refunds, in front of a [`payments::provider::PaymentProvider`]). The orchestrator
 //! lives with orders and drives each checkout's saga to a terminal state, across
@@ -17,7 +18,9 @@ pub mod order;
 pub mod payments;
 pub mod pricing;
 pub mod relay;
+pub mod remote;
 pub mod saga;
+pub mod services;
 
 use std::sync::Arc;
 
@@ -78,17 +81,31 @@ pub struct Checkout {
     pub saga: Orchestrator,
     /// Makes the router once the Envelope keys are known.
     pub api: api::Api,
+    /// The inventory service, when it runs in this process.
+    pub inventory: Option<inventory::Inventory>,
+    /// The payments service, when it runs in this process.
+    pub payments: Option<payments::Payments>,
 }
 
 impl Checkout {
-    /// The HTTP router (users' routes check the Envelope with `keys`).
+    /// The orders API (users' routes check the Envelope with `keys`) and the operators'
+    /// saga routes; the in-process services' routes are [`api::inventory_router`] and
+    /// [`api::payments_router`].
     pub fn router(&self, keys: EnvelopeKeys, admin: AdminToken) -> axum::Router {
         api::router(self.api.clone(), keys, admin)
     }
 }
 
-/// Builds checkout over its stores: the inventory and payments services (payments
-/// in front of `provider`), the orchestrator and the API.
+/// The participants the orchestrator calls, in this process or remote.
+pub struct Participants {
+    /// The inventory service.
+    pub inventory: Arc<dyn services::InventoryApi>,
+    /// The payments service.
+    pub payments: Arc<dyn services::PaymentsApi>,
+}
+
+/// Builds checkout with all three services in this process, over their stores:
+/// inventory, payments (in front of `provider`), the orchestrator and the API.
 pub fn build(
     config: &CheckoutConfig,
     stores: Stores,
@@ -96,10 +113,35 @@ pub fn build(
     pricing: Arc<dyn pricing::Pricing>,
     stop: watch::Receiver<bool>,
 ) -> Result<Checkout, String> {
-    config.validate()?;
     let inventory = inventory::Inventory::new(stores.inventory, &config.inventory);
     let payments = payments::Payments::new(stores.payments, provider);
-    let saga = Orchestrator::new(stores.orders, inventory, payments, config, stop);
+    let participants = Participants {
+        inventory: Arc::new(inventory.clone()),
+        payments: Arc::new(payments.clone()),
+    };
+    let mut checkout = build_with(config, stores.orders, participants, pricing, stop)?;
+    checkout.inventory = Some(inventory);
+    checkout.payments = Some(payments);
+    Ok(checkout)
+}
+
+/// Builds the orders service and the orchestrator over `orders`, calling
+/// `participants` (in this process or remote).
+pub fn build_with(
+    config: &CheckoutConfig,
+    orders: Arc<dyn OrdersStore>,
+    participants: Participants,
+    pricing: Arc<dyn pricing::Pricing>,
+    stop: watch::Receiver<bool>,
+) -> Result<Checkout, String> {
+    config.validate()?;
+    let saga = Orchestrator::new(
+        orders,
+        participants.inventory,
+        participants.payments,
+        config,
+        stop,
+    );
     let ms = saga::driver::ms;
     let api = api::Api {
         saga: saga.clone(),
@@ -109,5 +151,10 @@ pub fn build(
         retention_ms: ms(config.idempotency_retention_ms),
         fulfilment: fulfilment::Fulfilment::new(config.fulfilment.clone()),
     };
-    Ok(Checkout { saga, api })
+    Ok(Checkout {
+        saga,
+        api,
+        inventory: None,
+        payments: None,
+    })
 }

@@ -17,6 +17,10 @@
 //! stream itself is the relay's cursor and a restart publishes nothing twice (beyond
 //! what the duplicate window absorbs).
 //!
+//! Each process relays the outboxes of the services it runs ([`Outboxes`]): with the
+//! services on separate nodes, the orders node relays the checkout outbox and the
+//! inventory node the inventory outbox, to the same stream.
+//!
 //! Events reach the stream in position order per outbox. Outboxes are pruned by age
 //! (`checkout.event_retention_ms`, `checkout.inventory.event_retention_ms`): a relay
 //! stopped for longer than that loses the events pruned meanwhile.
@@ -166,6 +170,26 @@ impl Source {
     }
 }
 
+/// The outboxes a process relays: those of the services it runs (orders', inventory's,
+/// or both).
+#[derive(Clone, Default)]
+pub struct Outboxes {
+    /// The checkout outbox (`OrderPlaced`, `OrderConfirmed`, `OrderCancelled`).
+    pub orders: Option<Arc<dyn OrdersStore>>,
+    /// The inventory outbox (`StockChanged`).
+    pub inventory: Option<Arc<dyn InventoryStore>>,
+}
+
+impl Outboxes {
+    /// Both outboxes.
+    pub fn both(orders: Arc<dyn OrdersStore>, inventory: Arc<dyn InventoryStore>) -> Self {
+        Outboxes {
+            orders: Some(orders),
+            inventory: Some(inventory),
+        }
+    }
+}
+
 /// One outbox, its subject and how far it has been relayed.
 struct Lane {
     source: Source,
@@ -184,11 +208,7 @@ pub struct Relay {
 impl Relay {
     /// Connects, creates the stream if it is missing and finds where each outbox was
     /// relayed to (the last message on its subject).
-    pub async fn connect(
-        config: &RelayConfig,
-        orders: Arc<dyn OrdersStore>,
-        inventory: Arc<dyn InventoryStore>,
-    ) -> Result<Relay, RelayError> {
+    pub async fn connect(config: &RelayConfig, outboxes: &Outboxes) -> Result<Relay, RelayError> {
         let url = config
             .nats_url
             .as_deref()
@@ -208,18 +228,21 @@ impl Relay {
             })
             .await
             .map_err(stream_error)?;
-        let mut lanes = vec![
-            Lane {
-                source: Source::Checkout(orders),
+        let mut lanes = Vec::with_capacity(2);
+        if let Some(orders) = &outboxes.orders {
+            lanes.push(Lane {
+                source: Source::Checkout(orders.clone()),
                 subject: checkout.into(),
                 position: 0,
-            },
-            Lane {
-                source: Source::Inventory(inventory),
+            });
+        }
+        if let Some(inventory) = &outboxes.inventory {
+            lanes.push(Lane {
+                source: Source::Inventory(inventory.clone()),
                 subject: inventory_subject.into(),
                 position: 0,
-            },
-        ];
+            });
+        }
         for lane in &mut lanes {
             lane.position = match stream
                 .get_last_raw_message_by_subject(lane.subject.as_str())
@@ -288,19 +311,14 @@ pub const TYPE: &str = "Surge-Type";
 
 /// Runs the relay until `stop` turns true: connects (again, after a failure, with
 /// backoff up to 30 s), publishes, and polls every `poll_ms` once caught up.
-pub async fn run(
-    config: RelayConfig,
-    orders: Arc<dyn OrdersStore>,
-    inventory: Arc<dyn InventoryStore>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(config: RelayConfig, outboxes: Outboxes, mut stop: watch::Receiver<bool>) {
     let poll = Duration::from_millis(config.poll_ms);
     let mut failures = 0_u32;
     let mut relay: Option<Relay> = None;
     loop {
         let outcome = match relay.as_mut() {
             Some(r) => r.step().await,
-            None => match Relay::connect(&config, orders.clone(), inventory.clone()).await {
+            None => match Relay::connect(&config, &outboxes).await {
                 Ok(r) => {
                     relay = Some(r);
                     continue;

@@ -10,6 +10,7 @@ use common::{body, harness, test_config};
 use http::StatusCode;
 use surge_checkout::api::checkout::{CheckoutRequest, request_hash};
 use surge_checkout::payments::simulator::Fault;
+use surge_http::envelope::now_ms;
 use surge_store::{Created, NewOrder, OrderRow, SagaState, StockLevel};
 
 fn level(available: i64, held: i64, sold: i64) -> Option<StockLevel> {
@@ -169,7 +170,7 @@ async fn sold_out_and_declined_checkouts_are_cancelled_with_a_reason_and_undone(
     let carols = h.get("carol", "/orders").await.json();
     assert_eq!(carols["orders"].as_array().unwrap().len(), 0);
     // A restock through the inventory service clears the mark at once.
-    let inventory = h.checkout.saga.inventory();
+    let inventory = h.inventory();
     inventory.restock("p1:m1", "DE", 1).await.unwrap();
     let fourth = h
         .checkout("carol", Some("c"), &body(&[("p1:m1", 1)], "tok_ok"))
@@ -304,7 +305,7 @@ async fn a_key_in_flight_is_409_and_a_dead_first_request_is_answered_from_its_or
     let b = body(&[("p1:m1", 1)], "tok_ok");
     let parsed: CheckoutRequest = serde_json::from_value(b.clone()).unwrap();
     // The first request claimed the key and is still running (its lock is live).
-    let now = surge_http::envelope::now_ms();
+    let now = now_ms();
     let new = |id: &str, key: &str, locked_until_ms: i64| NewOrder {
         order: pending_order(id, "alice"),
         idempotency_key: key.into(),
@@ -555,8 +556,9 @@ async fn the_sweeper_compensates_a_pending_order_whose_hold_expired() {
     );
 }
 
-/// The sweeper deletes outbox events (checkout's and `StockChanged`) once they are past
-/// their retention, and keeps them before.
+/// The orchestrator's sweeper deletes checkout's outbox events, and the inventory
+/// service's upkeep its `StockChanged` events, once they are past their retention,
+/// and both keep them before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_prunes_outbox_events_past_their_retention() {
     let counts = |h: &common::Harness| {
@@ -575,7 +577,9 @@ async fn the_sweeper_prunes_outbox_events_past_their_retention() {
         .checkout("alice", Some("a"), &body(&[("p1:m1", 1)], "tok_ok"))
         .await;
     assert_eq!(r.json()["status"], "confirmed");
+    let week = 7 * 86_400_000;
     h.checkout.saga.sweep_once().await.unwrap();
+    h.inventory().prune_events(now_ms(), week).await.unwrap();
     assert_eq!(counts(&h).await, (2, 3));
 
     // A retention of 1 ms: the first sweep after that millisecond deletes them all.
@@ -590,6 +594,7 @@ async fn the_sweeper_prunes_outbox_events_past_their_retention() {
     assert_eq!(r.json()["status"], "confirmed");
     loop {
         h.checkout.saga.sweep_once().await.unwrap();
+        h.inventory().prune_events(now_ms(), 1).await.unwrap();
         if counts(&h).await == (0, 0) {
             break;
         }

@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::{body, harness, test_config};
-use surge_checkout::relay::{POSITION, Relay, RelayConfig, TYPE};
+use surge_checkout::relay::{Outboxes, POSITION, Relay, RelayConfig, TYPE};
 
 fn config() -> RelayConfig {
     let url = std::env::var("SURGE_TEST_NATS_URL")
@@ -83,7 +83,7 @@ async fn events_reach_the_stream_once_in_order_and_a_restart_resumes() {
     assert_eq!(stock_events.len(), 5, "restock, then held and sold twice");
 
     let config = config();
-    let mut relay = Relay::connect(&config, orders.clone(), inventory.clone())
+    let mut relay = Relay::connect(&config, &Outboxes::both(orders.clone(), inventory.clone()))
         .await
         .unwrap();
     // Batches of 3: everything after a few steps, then nothing more.
@@ -122,7 +122,7 @@ async fn events_reach_the_stream_once_in_order_and_a_restart_resumes() {
 
     // A new relay (a restart) starts where the stream ends: nothing again, then only
     // what is new.
-    let mut again = Relay::connect(&config, orders.clone(), inventory.clone())
+    let mut again = Relay::connect(&config, &Outboxes::both(orders.clone(), inventory.clone()))
         .await
         .unwrap();
     assert_eq!(again.step().await.unwrap(), 0);
@@ -163,10 +163,14 @@ async fn a_relay_without_a_server_fails_with_a_clear_error() {
         nats_url: Some("nats://127.0.0.1:1".into()),
         ..RelayConfig::default()
     };
-    let err =
-        match Relay::connect(&config, h.stores.orders.clone(), h.stores.inventory.clone()).await {
-            Ok(_) => panic!("connected to nothing"),
-            Err(e) => e.to_string(),
-        };
+    let err = match Relay::connect(
+        &config,
+        &Outboxes::both(h.stores.orders.clone(), h.stores.inventory.clone()),
+    )
+    .await
+    {
+        Ok(_) => panic!("connected to nothing"),
+        Err(e) => e.to_string(),
+    };
     assert!(err.starts_with("the event stream:"), "{err}");
 }

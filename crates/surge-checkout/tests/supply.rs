@@ -27,7 +27,7 @@ fn offer(product: &str, merchant: &str, stock: i64) -> Offer {
 fn feed(h: &common::Harness, batch: u32) -> OfferFeed {
     OfferFeed::new(
         h.catalog.clone(),
-        h.checkout.saga.inventory().clone(),
+        h.inventory().clone(),
         FeedConfig {
             batch,
             ..FeedConfig::default()

@@ -193,7 +193,7 @@ pub fn default_routes() -> Vec<Route> {
         buy("/checkout"),
         buy("/orders"),
         route("/admin/sagas", "checkout", Access::Admin, "admin"),
-        route("/admin/inventory", "checkout", Access::Admin, "admin"),
+        route("/admin/inventory", "inventory", Access::Admin, "admin"),
         route("/admin/checkout", "checkout", Access::Admin, "admin"),
     ]
 }

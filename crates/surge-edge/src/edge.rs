@@ -34,23 +34,13 @@ pub const IDENTITY: &str = "identity";
 /// Routes the edge answers itself when their configured upstream is remote.
 const OWN_OPS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
-/// The edge's own liveness, readiness and metrics (served by the in-process identity
-/// upstream; used when the catalog is remote).
-fn ops_router() -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
-        .route("/metrics", get(surge_http::metrics::render))
-}
-
 /// The edge's tower pipeline, top to bottom (cheap to clone: shared state is behind `Arc`s).
 pub type Pipeline =
     Limit<KillSwitch<RateLimit<Authenticate<RateLimit<MicroCached<Shed<Dispatch>>>>>>>;
 
 /// Roles whose routes are in the default table but that an edge may run without
 /// (their routes then answer 503 `unavailable`).
-pub const OPTIONAL_ROLES: &[&str] = &["checkout"];
+pub const OPTIONAL_ROLES: &[&str] = &["checkout", "inventory"];
 
 /// A stand-in for a role that runs neither here nor anywhere the config names.
 fn absent_role(name: &str) -> axum::Router {
@@ -126,7 +116,7 @@ impl Edge {
             IDENTITY.to_owned(),
             upstream(
                 identity::http::router(identity.clone(), keys.clone(), admin.clone())
-                    .merge(ops_router())
+                    .merge(surge_http::metrics::ops_router())
                     .merge(switches::http::router(switches.clone(), admin)),
             ),
         );

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod client;
 pub mod envelope;
 pub mod metrics;
 pub mod problem;

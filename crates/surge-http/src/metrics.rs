@@ -132,3 +132,14 @@ fn status_label(status: u16) -> &'static str {
         _ => "5xx",
     }
 }
+
+/// A process's own liveness, readiness and metrics (`/healthz`, `/readyz`,
+/// `/metrics`), for a node whose roles have none of their own: an edge in front of
+/// remote catalog nodes, an inventory or payments node.
+pub fn ops_router() -> axum::Router {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(render))
+}

@@ -2,7 +2,7 @@
 //! background tasks, and stop cleanly on Ctrl-C / SIGTERM.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -24,8 +24,15 @@ pub enum Role {
     Projector,
     /// The public door: authentication, the Envelope, routing to the other roles.
     Edge,
-    /// Orders, inventory and payments, kept consistent by the checkout saga.
+    /// Orders (the saga orchestrator and the checkout API), with the inventory and
+    /// payments services in process unless `checkout.remote` places them elsewhere.
     Checkout,
+    /// The inventory service alone, for orchestrators on other nodes
+    /// (`checkout.remote.inventory`).
+    Inventory,
+    /// The payments service alone, for orchestrators on other nodes
+    /// (`checkout.remote.payments`).
+    Payments,
 }
 
 impl Role {
@@ -37,15 +44,17 @@ impl Role {
 enum Public {
     /// The edge pipeline, in front of the roles of this process.
     Edge(surge_edge::Pipeline),
-    /// The catalog alone (an internal node without the edge).
-    Catalog(axum::Router),
+    /// The roles' own routers (an internal node without the edge).
+    Roles(axum::Router),
 }
 
 /// Runs `roles` until a shutdown signal. With the edge among them, the edge is the only
 /// listener on `listen` and calls the other roles of this process in process; without
-/// it, the catalog answers on `listen` itself.
+/// it, the roles answer on `listen` themselves.
 pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Before any role records a metric (a node may run no role that installs it).
+    surge_http::metrics::install();
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let admin = token::admin_token(&config.admin_token, &config.data_dir)?;
@@ -58,9 +67,16 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         api: roles.contains(&Role::Catalog),
         projector: roles.contains(&Role::Projector),
     };
+    let wanted = checkout::Wanted::of(
+        &config,
+        roles.contains(&Role::Checkout),
+        roles.contains(&Role::Inventory),
+        roles.contains(&Role::Payments),
+    )?;
+    let feed = &config.checkout.inventory.feed;
     let mut catalog_router = None;
     let mut catalog_store = None;
-    if parts.api || parts.projector || roles.contains(&Role::Checkout) {
+    if parts.api || parts.projector || wanted.orders || (wanted.inventory && feed.enabled) {
         let url = config.store_url();
         let store = surge_store::open(&url, &config.store_options)
             .await
@@ -85,43 +101,74 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         }));
     }
 
-    let mut keyed: Vec<(String, surge_edge::KeyedRouter)> = Vec::new();
-    if roles.contains(&Role::Checkout) {
-        if !roles.contains(&Role::Edge) {
-            anyhow::bail!(
-                "the checkout role needs the edge in the same process for now (it checks the \
-                 edge's Envelope with the edge's keys): run --roles edge,checkout"
-            );
+    let services = if wanted.any() {
+        checkout::start(
+            &config,
+            wanted,
+            catalog_store.clone(),
+            &admin,
+            stop_rx.clone(),
+            &mut closers,
+        )
+        .await?
+    } else {
+        checkout::Services {
+            checkout: None,
+            inventory: None,
+            payments: None,
         }
-        let catalog = catalog_store
-            .clone()
-            .context("checkout prices from the catalog store")?;
-        let checkout =
-            checkout::start(&config, catalog.clone(), stop_rx.clone(), &mut closers).await?;
+    };
+    let admin_token = AdminToken::new(&admin);
+    let mut outboxes = surge_checkout::relay::Outboxes::default();
+    if let Some(checkout) = &services.checkout {
         tasks.push(tokio::spawn(checkout.saga.clone().run(stop_rx.clone())));
-        let feed = &config.checkout.inventory.feed;
+        outboxes.orders = Some(checkout.saga.orders().clone());
+    }
+    let mut internal_routers = Vec::new();
+    if let Some(inventory) = &services.inventory {
+        let c = &config.checkout;
+        tasks.push(tokio::spawn(inventory.clone().upkeep(
+            i64::try_from(c.inventory.event_retention_ms).unwrap_or(i64::MAX),
+            Duration::from_millis(c.saga.sweep_ms),
+            stop_rx.clone(),
+        )));
         if feed.enabled {
-            let inventory = checkout.saga.inventory().clone();
-            let feed = OfferFeed::new(catalog, inventory, feed.clone());
+            let catalog = catalog_store
+                .clone()
+                .context("the inventory feed reads the catalog store")?;
+            let feed = OfferFeed::new(catalog, inventory.clone(), feed.clone());
             tasks.push(tokio::spawn(feed.run(stop_rx.clone())));
         }
-        let events = &config.checkout.events;
-        if events.nats_url.is_some() {
-            tasks.push(tokio::spawn(surge_checkout::relay::run(
-                events.clone(),
-                checkout.saga.orders().clone(),
-                checkout.saga.inventory().store().clone(),
-                stop_rx.clone(),
-            )));
-        }
-        let admin_token = AdminToken::new(&admin);
-        keyed.push((
-            "checkout".to_owned(),
-            Box::new(move |keys| checkout.router(keys, admin_token)),
+        outboxes.inventory = Some(inventory.store().clone());
+        internal_routers.push(surge_checkout::api::inventory_router(
+            inventory.clone(),
+            admin_token.clone(),
         ));
+    }
+    if let Some(payments) = &services.payments {
+        internal_routers.push(surge_checkout::api::payments_router(
+            payments.clone(),
+            admin_token.clone(),
+        ));
+    }
+    let events = &config.checkout.events;
+    if events.nats_url.is_some() && (outboxes.orders.is_some() || outboxes.inventory.is_some()) {
+        tasks.push(tokio::spawn(surge_checkout::relay::run(
+            events.clone(),
+            outboxes,
+            stop_rx.clone(),
+        )));
     }
 
     let public = if roles.contains(&Role::Edge) {
+        let mut keyed: Vec<(String, surge_edge::KeyedRouter)> = Vec::new();
+        if let Some(checkout) = services.checkout {
+            let admin_token = admin_token.clone();
+            keyed.push((
+                "checkout".to_owned(),
+                Box::new(move |keys| checkout.router(keys, admin_token)),
+            ));
+        }
         let url = config.identity_store_url();
         let identity_store = surge_store::open_identity(&url, &config.store_options)
             .await
@@ -130,10 +177,20 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         if let Some(router) = &catalog_router {
             in_process.insert("catalog".to_owned(), upstream(router.clone()));
         }
+        if let Some(inventory) = &services.inventory {
+            // The edge routes `/admin/inventory` only; `/internal` never goes through it.
+            in_process.insert(
+                "inventory".to_owned(),
+                upstream(surge_checkout::api::inventory_router(
+                    inventory.clone(),
+                    admin_token.clone(),
+                )),
+            );
+        }
         let edge = Edge::build_with(
             &config.edge,
             identity_store.clone(),
-            AdminToken::new(&admin),
+            admin_token.clone(),
             in_process,
             keyed,
         )
@@ -144,14 +201,19 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         closers.push(Box::new(move || {
             Box::pin(async move { identity_store.close().await })
         }));
+        let internal = catalog_router
+            .clone()
+            .into_iter()
+            .chain(internal_routers)
+            .reduce(axum::Router::merge);
         if !config.internal_listen.is_empty()
-            && let Some(router) = catalog_router.clone()
+            && let Some(router) = internal
         {
             let internal = tokio::net::TcpListener::bind(&config.internal_listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.internal_listen))?;
             tracing::warn!(
-                "internal listener on {} serves the catalog without the edge; do not expose it",
+                "internal listener on {} serves this node's roles without the edge; do not expose it",
                 internal.local_addr()?
             );
             let mut stop = stop_rx.clone();
@@ -164,10 +226,25 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             )));
         }
         Public::Edge(edge.service)
-    } else if let Some(router) = catalog_router {
-        Public::Catalog(router)
     } else {
-        anyhow::bail!("nothing to serve: run the edge or the catalog role (or both)");
+        let mut routers = internal_routers;
+        if let Some(checkout) = services.checkout {
+            // No edge here: the Envelope keys come from the identity store the edges
+            // share, re-read as often as the edges check theirs.
+            let keys = envelope_keys(&config, &mut tasks, &mut closers, stop_rx.clone()).await?;
+            routers.push(checkout.router(keys, admin_token.clone()));
+        }
+        if catalog_router.is_none() && routers.is_empty() {
+            anyhow::bail!(
+                "nothing to serve: run the edge, the catalog, checkout, inventory or payments role"
+            );
+        }
+        let base = catalog_router.unwrap_or_else(|| {
+            surge_http::metrics::ops_router()
+                .fallback(surge_http::problem::no_route)
+                .method_not_allowed_fallback(surge_http::problem::method_not_allowed)
+        });
+        Public::Roles(routers.into_iter().fold(base, axum::Router::merge))
     };
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -185,7 +262,7 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     };
     match public {
         Public::Edge(service) => surge_http::server::serve(listener, service, shutdown).await,
-        Public::Catalog(router) => surge_http::server::serve(listener, router, shutdown).await,
+        Public::Roles(router) => surge_http::server::serve(listener, router, shutdown).await,
     }
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -195,6 +272,46 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         close().await;
     }
     Ok(())
+}
+
+/// The Envelope keys for a checkout node without the edge: read from the identity store
+/// (shared with the edges, which create and rotate them), and re-read every
+/// `edge.identity.key_check_seconds`.
+async fn envelope_keys(
+    config: &Config,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+    closers: &mut Vec<checkout::Closer>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<surge_http::envelope::EnvelopeKeys> {
+    let url = config.identity_store_url();
+    let store = surge_store::open_identity(&url, &config.store_options)
+        .await
+        .with_context(|| format!("cannot open the identity store {}", redact(&url)))?;
+    let keys = surge_edge::identity::keys::KeyManager::load(store.clone(), &config.edge.identity)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("cannot read the Envelope keys")?;
+    let envelope = keys.envelope();
+    let every = Duration::from_secs(config.edge.identity.key_check_seconds);
+    tasks.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = keys.reload().await {
+                        tracing::warn!(error = %e, "cannot re-read the Envelope keys; keeping the last good set");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }));
+    closers.push(Box::new(move || {
+        Box::pin(async move { store.close().await })
+    }));
+    Ok(envelope)
 }
 
 async fn shutdown_signal() {

@@ -13,6 +13,7 @@ use surge_store::{OrderRow, SagaState};
 
 use super::orders::{cursor_param, encode_cursor};
 use super::{Api, no_order, store_problem};
+use crate::inventory::Inventory;
 use crate::saga::driver::{AdminError, now_ms};
 
 /// Query of `GET /admin/sagas`.
@@ -200,12 +201,10 @@ fn level_json(sku: &str, market: &str, level: surge_store::StockLevel) -> Respon
 
 /// `GET /admin/inventory/{sku}/{market}`.
 pub async fn stock(
-    State(api): State<Api>,
+    State(inventory): State<Inventory>,
     Path((sku, market)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let level = api
-        .saga
-        .inventory()
+    let level = inventory
         .stock(&sku, &market)
         .await
         .map_err(store_problem)?
@@ -228,7 +227,7 @@ pub struct RestockBody {
 
 /// `POST /admin/inventory/{sku}/{market}` with `{"units": n}`: adds stock.
 pub async fn restock(
-    State(api): State<Api>,
+    State(inventory): State<Inventory>,
     Path((sku, market)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -245,9 +244,7 @@ pub async fn restock(
             "the SKU is <product id>:<merchant id> and the market two letters",
         ));
     }
-    let level = api
-        .saga
-        .inventory()
+    let level = inventory
         .restock(&sku, &market, b.units)
         .await
         .map_err(store_problem)?;
@@ -256,13 +253,11 @@ pub async fn restock(
 
 /// `GET /admin/inventory/events?after=N`: the inventory outbox (`StockChanged`).
 pub async fn stock_events(
-    State(api): State<Api>,
+    State(inventory): State<Inventory>,
     query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
     let (after, limit) = events_page(query)?;
-    let events = api
-        .saga
-        .inventory()
+    let events = inventory
         .store()
         .events(after, limit)
         .await

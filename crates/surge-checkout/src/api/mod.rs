@@ -1,5 +1,7 @@
 //! The checkout HTTP API: `POST /checkout`, the owner's `GET /orders` and
-//! `GET /orders/{id}`, and the operators' saga and inventory routes under `/admin`.
+//! `GET /orders/{id}`, the operators' saga routes under `/admin`; the inventory
+//! service's stock routes ([`inventory_router`]) and the services' internal routes
+//! ([`internal`]).
 //!
 //! User routes need an Envelope from the edge (the user id comes from it); admin
 //! routes need the admin token. Errors are problem+json; a database that cannot be
@@ -7,6 +9,7 @@
 
 pub mod admin;
 pub mod checkout;
+pub mod internal;
 pub mod orders;
 
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use surge_http::{Problem, ProblemKind};
 use surge_store::StoreError;
 
 use crate::config::CheckoutConfig;
+use crate::inventory::Inventory;
+use crate::payments::Payments;
 use crate::pricing::Pricing;
 use crate::saga::driver::Orchestrator;
 
@@ -67,15 +72,35 @@ pub fn router(api: Api, keys: EnvelopeKeys, admin: AdminToken) -> Router {
         .route("/admin/sagas/{id}", get(admin::show))
         .route("/admin/sagas/{id}/retry", post(admin::retry))
         .route("/admin/sagas/{id}/compensate", post(admin::compensate))
-        .route(
-            "/admin/inventory/{sku}/{market}",
-            get(admin::stock).post(admin::restock),
-        )
         .route("/admin/checkout/events", get(admin::events))
-        .route("/admin/inventory/events", get(admin::stock_events))
         .route_layer(axum::middleware::from_fn_with_state(admin, require_admin));
     users
         .merge(operators)
         .route_layer(axum::middleware::from_fn(surge_http::metrics::track))
         .with_state(api)
+}
+
+/// The inventory service's router: the operators' stock routes
+/// (`/admin/inventory/...`) and the orchestrator's `/internal/inventory/...`.
+pub fn inventory_router(inventory: Inventory, admin: AdminToken) -> Router {
+    let operators = Router::new()
+        .route(
+            "/admin/inventory/{sku}/{market}",
+            get(admin::stock).post(admin::restock),
+        )
+        .route("/admin/inventory/events", get(admin::stock_events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            admin.clone(),
+            require_admin,
+        ))
+        .with_state(inventory.clone());
+    operators
+        .merge(internal::inventory_routes(inventory, admin))
+        .route_layer(axum::middleware::from_fn(surge_http::metrics::track))
+}
+
+/// The payments service's router: the orchestrator's `/internal/payments/...`.
+pub fn payments_router(payments: Payments, admin: AdminToken) -> Router {
+    internal::payments_routes(payments, admin)
+        .route_layer(axum::middleware::from_fn(surge_http::metrics::track))
 }

@@ -26,8 +26,16 @@ use crate::metrics;
 #[derive(Clone)]
 pub struct Inventory {
     store: Arc<dyn InventoryStore>,
-    /// Sold-out marks by [`key`] of (SKU, market), with when they lapse.
-    sold_out: Arc<Mutex<HashMap<u64, Instant>>>,
+    sold_out: SoldOut,
+}
+
+/// Which SKUs are sold out, remembered for a while (cheap to clone: clones share it).
+/// The hint that answers a rush on a sold-out SKU without a round trip, to the
+/// database here or to the inventory service from orders when it runs elsewhere.
+#[derive(Clone)]
+pub struct SoldOut {
+    /// Marks by [`key`] of (SKU, market), with when they lapse.
+    marks: Arc<Mutex<HashMap<u64, Instant>>>,
     ttl: Duration,
 }
 
@@ -43,31 +51,26 @@ fn key(sku: &str, market: &str) -> u64 {
 /// Most SKUs remembered as sold out; beyond it the oldest marks are dropped.
 const MAX_SOLD_OUT: usize = 100_000;
 
-impl Inventory {
-    /// The service over `store`.
-    pub fn new(store: Arc<dyn InventoryStore>, config: &InventoryConfig) -> Self {
-        Inventory {
-            store,
-            sold_out: Arc::default(),
-            ttl: Duration::from_millis(config.sold_out_ttl_ms),
+impl SoldOut {
+    /// An empty memory whose marks last `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        SoldOut {
+            marks: Arc::default(),
+            ttl,
         }
     }
 
-    /// The store (for the sweeper and tests).
-    pub fn store(&self) -> &Arc<dyn InventoryStore> {
-        &self.store
-    }
-
-    /// Whether `sku` is known to be sold out in `market` (from memory only).
-    pub fn is_sold_out(&self, sku: &str, market: &str) -> bool {
+    /// Whether `sku` is known to be sold out in `market`.
+    pub fn contains(&self, sku: &str, market: &str) -> bool {
         let now = Instant::now();
-        let map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.marks.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&key(sku, market)).is_some_and(|until| *until > now)
     }
 
-    fn mark(&self, sku: &str, market: &str) {
+    /// Remembers `sku` as sold out in `market` for one TTL.
+    pub fn mark(&self, sku: &str, market: &str) {
         let now = Instant::now();
-        let mut map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.marks.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_SOLD_OUT {
             map.retain(|_, until| *until > now);
             if map.len() >= MAX_SOLD_OUT {
@@ -77,14 +80,43 @@ impl Inventory {
         map.insert(key(sku, market), now + self.ttl);
     }
 
-    fn forget<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        let mut map = self.sold_out.lock().unwrap_or_else(|p| p.into_inner());
+    /// Forgets the marks of these (SKU, market) pairs.
+    pub fn forget<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut map = self.marks.lock().unwrap_or_else(|p| p.into_inner());
         if map.is_empty() {
             return;
         }
         for (sku, market) in keys {
             map.remove(&key(sku, market));
         }
+    }
+}
+
+impl Inventory {
+    /// The service over `store`.
+    pub fn new(store: Arc<dyn InventoryStore>, config: &InventoryConfig) -> Self {
+        Inventory {
+            store,
+            sold_out: SoldOut::new(Duration::from_millis(config.sold_out_ttl_ms)),
+        }
+    }
+
+    /// The store (for the feed, the relay and tests).
+    pub fn store(&self) -> &Arc<dyn InventoryStore> {
+        &self.store
+    }
+
+    /// Whether `sku` is known to be sold out in `market` (from memory only).
+    pub fn is_sold_out(&self, sku: &str, market: &str) -> bool {
+        self.sold_out.contains(sku, market)
+    }
+
+    fn mark(&self, sku: &str, market: &str) {
+        self.sold_out.mark(sku, market);
+    }
+
+    fn forget<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.sold_out.forget(keys);
     }
 
     /// Holds every line for `order_id` until `expires_at_ms`, all or nothing. A line
@@ -157,5 +189,51 @@ impl Inventory {
     /// The counters of one SKU in one market.
     pub async fn stock(&self, sku: &str, market: &str) -> Result<Option<StockLevel>, StoreError> {
         self.store.stock(sku, market).await
+    }
+}
+
+/// Most `StockChanged` events deleted by one upkeep pass.
+const PRUNE_BATCH: u32 = 5_000;
+
+impl Inventory {
+    /// Deletes `StockChanged` events older than `retention_ms` (at most a batch).
+    /// Returns how many went.
+    pub async fn prune_events(&self, now_ms: i64, retention_ms: i64) -> Result<u64, StoreError> {
+        self.store
+            .prune_events(now_ms.saturating_sub(retention_ms), PRUNE_BATCH)
+            .await
+    }
+
+    /// The service's own upkeep until `stop` turns true: every `every`, deletes
+    /// `StockChanged` events past `retention_ms`. It runs wherever the inventory service
+    /// does (with orders or on its own).
+    pub async fn upkeep(
+        self,
+        retention_ms: i64,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match self
+                .prune_events(surge_http::envelope::now_ms(), retention_ms)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(
+                    pruned = n,
+                    "deleted StockChanged events past their retention"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the inventory outbox"),
+            }
+        }
     }
 }

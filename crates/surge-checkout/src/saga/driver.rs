@@ -12,8 +12,8 @@
 //! after start, every saga this node owned before it stopped that is due within a lease
 //! (one queued for a later fulfilment minute waits until it is due). A sweeper turns
 //! expired holds into compensations (before the point of no return) or sales (after
-//! it), forgets idempotency keys past their retention and deletes outbox events past
-//! theirs. Steps are idempotent, so a step that
+//! it), forgets idempotency keys past their retention and deletes checkout outbox
+//! events past theirs. Steps are idempotent, so a step that
 //! ran but whose result was lost to a crash just runs again.
 
 use std::collections::HashSet;
@@ -25,10 +25,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{Outcome, Step, Timing, decide, force_compensate, resume};
 use crate::config::CheckoutConfig;
-use crate::inventory::Inventory;
 use crate::metrics;
 use crate::order::OrderDocument;
-use crate::payments::{AuthorizeRequest, PaymentError, Payments};
+use crate::payments::{AuthorizeRequest, PaymentError};
+use crate::services::{InventoryApi, PaymentsApi, ServiceError};
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
@@ -64,8 +64,8 @@ pub struct Orchestrator {
 
 struct Inner {
     orders: Arc<dyn OrdersStore>,
-    inventory: Inventory,
-    payments: Payments,
+    inventory: Arc<dyn InventoryApi>,
+    payments: Arc<dyn PaymentsApi>,
     timing: Timing,
     node: String,
     lease_ms: i64,
@@ -73,9 +73,8 @@ struct Inner {
     poll: Duration,
     sweep: Duration,
     stuck_after_ms: i64,
-    /// How long events are kept in the checkout and in the inventory outbox.
+    /// How long events are kept in the checkout outbox.
     event_retention_ms: i64,
-    stock_event_retention_ms: i64,
     active: Mutex<HashSet<String>>,
     permits: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
@@ -104,12 +103,13 @@ pub(crate) fn ms(v: u64) -> i64 {
 }
 
 impl Orchestrator {
-    /// An orchestrator over the three services. `stop` ends the drivers between steps
-    /// (their sagas are taken up again at the next start).
+    /// An orchestrator over the orders store and the two other services (in this
+    /// process or remote). `stop` ends the drivers between steps (their sagas are taken
+    /// up again at the next start).
     pub fn new(
         orders: Arc<dyn OrdersStore>,
-        inventory: Inventory,
-        payments: Payments,
+        inventory: Arc<dyn InventoryApi>,
+        payments: Arc<dyn PaymentsApi>,
         config: &CheckoutConfig,
         stop: watch::Receiver<bool>,
     ) -> Self {
@@ -132,7 +132,6 @@ impl Orchestrator {
                 sweep: Duration::from_millis(s.sweep_ms),
                 stuck_after_ms: ms(s.stuck_after_ms),
                 event_retention_ms: ms(config.event_retention_ms),
-                stock_event_retention_ms: ms(config.inventory.event_retention_ms),
                 active: Mutex::default(),
                 permits: Arc::new(Semaphore::new(s.max_active)),
                 stop,
@@ -146,13 +145,13 @@ impl Orchestrator {
         &self.inner.orders
     }
 
-    /// The inventory service.
-    pub fn inventory(&self) -> &Inventory {
+    /// The inventory service (in this process or remote).
+    pub fn inventory(&self) -> &Arc<dyn InventoryApi> {
         &self.inner.inventory
     }
 
-    /// The payments service.
-    pub fn payments(&self) -> &Payments {
+    /// The payments service (in this process or remote).
+    pub fn payments(&self) -> &Arc<dyn PaymentsApi> {
         &self.inner.payments
     }
 
@@ -328,13 +327,13 @@ impl Orchestrator {
                     currency: order.currency.clone(),
                     method_token: doc.payment_method.clone(),
                 };
-                payment_outcome(inner.payments.authorize(&request).await.map(|_| ()))
+                payment_outcome(inner.payments.authorize(&request).await)
             }
             Step::CommitStock => match inner.inventory.commit(&order.id).await {
                 Ok(_) => Outcome::Done,
                 Err(e) => transient(&e),
             },
-            Step::Capture => payment_outcome(inner.payments.capture(&order.id).await.map(|_| ())),
+            Step::Capture => payment_outcome(inner.payments.capture(&order.id).await),
             Step::VoidPayment => payment_outcome(inner.payments.void(&order.id).await),
             Step::ReleaseStock => match inner
                 .inventory
@@ -409,17 +408,14 @@ impl Orchestrator {
         Ok(full)
     }
 
-    /// Acts on expired holds, forgets expired idempotency keys and deletes outbox
-    /// events (checkout's and `StockChanged`) past their retention. Returns the number
-    /// of expired holds acted on.
-    pub async fn sweep_once(&self) -> Result<usize, StoreError> {
+    /// Acts on expired holds, forgets expired idempotency keys and deletes checkout
+    /// outbox events past their retention (the inventory service prunes its own:
+    /// [`crate::inventory::Inventory::upkeep`]). Returns the number of expired holds
+    /// acted on.
+    pub async fn sweep_once(&self) -> Result<usize, ServiceError> {
         let inner = &self.inner;
         let now = now_ms();
-        let expired = inner
-            .inventory
-            .store()
-            .expired_holds(now, SWEEP_BATCH)
-            .await?;
+        let expired = inner.inventory.expired_holds(now, SWEEP_BATCH).await?;
         let mut acted = 0;
         for id in expired {
             if self.is_active(&id) {
@@ -473,15 +469,7 @@ impl Orchestrator {
         let pruned = inner
             .orders
             .prune_events(now.saturating_sub(inner.event_retention_ms), PURGE_BATCH)
-            .await?
-            + inner
-                .inventory
-                .store()
-                .prune_events(
-                    now.saturating_sub(inner.stock_event_retention_ms),
-                    PURGE_BATCH,
-                )
-                .await?;
+            .await?;
         if pruned > 0 {
             tracing::debug!(pruned, "deleted outbox events past their retention");
         }

@@ -104,7 +104,10 @@ pub async fn harness_in(dir: Arc<tempfile::TempDir>, config: CheckoutConfig) -> 
         Duration::from_secs(5),
     )
     .unwrap();
-    let router = checkout.router(keys.clone(), AdminToken::new(ADMIN));
+    let inventory = checkout.inventory.clone().unwrap();
+    let router = checkout.router(keys.clone(), AdminToken::new(ADMIN)).merge(
+        surge_checkout::api::inventory_router(inventory, AdminToken::new(ADMIN)),
+    );
     Harness {
         checkout,
         router,
@@ -118,6 +121,11 @@ pub async fn harness_in(dir: Arc<tempfile::TempDir>, config: CheckoutConfig) -> 
 }
 
 impl Harness {
+    /// The inventory service (in this process).
+    pub fn inventory(&self) -> &surge_checkout::inventory::Inventory {
+        self.checkout.inventory.as_ref().unwrap()
+    }
+
     /// Offers `sku` (`product:merchant`) in DE at `price_minor` EUR with `units` in stock.
     pub async fn offer(&self, sku: &str, price_minor: i64, units: i64) {
         let (product, merchant) = sku.split_once(':').unwrap();

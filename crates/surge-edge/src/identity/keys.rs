@@ -138,7 +138,10 @@ impl KeyManager {
         true
     }
 
-    async fn reload(&self) -> Result<(), String> {
+    /// Re-reads the stored keys into the signers (no rotation: a process that only
+    /// verifies Envelopes, such as a checkout node without the edge, calls this on a
+    /// schedule).
+    pub async fn reload(&self) -> Result<(), String> {
         let jwt_keys = self
             .store
             .signing_keys(JWT)
