@@ -32,7 +32,7 @@ enum Command {
     Up(ServeArgs),
     /// Run some roles (scale-out).
     Serve {
-        /// Comma-separated roles: edge (the public door), catalog (read + command API), projector, checkout (needs the edge).
+        /// Comma-separated roles: edge (the public door), catalog (read + command API), projector, checkout (orders, with inventory and payments unless checkout.remote places them elsewhere), inventory, payments.
         #[arg(long, value_delimiter = ',', required = true)]
         roles: Vec<serve::Role>,
         #[command(flatten)]
