@@ -55,17 +55,22 @@
 //! The queue holds at most [`QUEUE_DEPTH`] writes; callers beyond that wait for room.
 //!
 //! ## The thread and the connection
-//! A batch is a chain of round trips to the connection's SQLite thread, one statement
-//! at a time, so its length is set by how fast the writer is woken after each one. The
-//! SQLite writer therefore runs on a thread of its own (with a one-thread runtime), not
-//! as a task among the request tasks, where every wake-up could wait for a busy worker.
-//! The PostgreSQL writer is a task: its connection's socket belongs to the runtime that
-//! opened the pool.
+//! A batch is a chain of round trips to the database, one statement at a time, so its
+//! length is set by how fast the writer is woken after each one. The writer therefore
+//! runs on a thread of its own (with a one-thread runtime), not as a task among the
+//! request tasks, where every wake-up could wait for a busy worker. On PostgreSQL it
+//! also opens a connection of its own on that runtime, so that the socket's readiness
+//! is seen by the writer's thread itself rather than by the busy request runtime that
+//! opened the pool (measured: ≈ 1.25× the checkouts/s of a task on a pool connection,
+//! see docs/benchmarks.md). On SQLite it takes the pool's one writer connection (it
+//! carries the rollback hook; SQLite's own thread does the I/O).
 //!
-//! It takes a connection of the pool with its first write and keeps it (giving it back
-//! to the pool costs a round trip per batch), so every write of a store that uses group
-//! commit goes through the writer (on SQLite the pool's only one). Closing the store
-//! stops the writer first: it commits what is queued and closes the connection.
+//! It keeps its connection (giving one back to the pool costs a round trip per batch),
+//! and every write of a store that uses group commit goes through the writer (on
+//! SQLite the pool's only one; on PostgreSQL, a write beside it, autocommitted on a
+//! pool connection, was measured slower: its own commit costs more than the round trip
+//! it saves the writer). Closing the store stops the writer first: it commits what is
+//! queued and closes the connection.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -122,40 +127,72 @@ where
     const ERROR_ABORTS: bool;
     /// Ends a batch: commits, or fails if the transaction cannot commit.
     const COMMIT: &'static str;
-    /// Starts the writer: on a thread of its own (SQLite) or as a task (PostgreSQL).
+    /// Whether the writer opens a connection of its own, on its own runtime (so that
+    /// its socket is driven by the writer's thread, not by the busy request runtime),
+    /// rather than taking one of the pool's.
+    const OWN_CONNECTION: bool;
+    /// Starts the writer (on a thread of its own).
     fn spawn(name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running>;
+}
+
+/// Runs a writer on a thread of its own, with a one-thread runtime.
+fn own_thread(name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || runtime.block_on(writer))?;
+    Ok(Running::Thread(thread))
 }
 
 impl Grouped for Sqlite {
     const ERROR_ABORTS: bool = false;
     const COMMIT: &'static str = "COMMIT";
+    // The pool's one writer connection carries the rollback hook.
+    const OWN_CONNECTION: bool = false;
 
     fn spawn(name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || runtime.block_on(writer))?;
-        Ok(Running::Thread(thread))
+        own_thread(name, writer)
     }
 }
 
 impl Grouped for Postgres {
     const ERROR_ABORTS: bool = true;
     const COMMIT: &'static str = "SELECT 1; COMMIT";
+    const OWN_CONNECTION: bool = true;
 
-    fn spawn(_name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running> {
-        Ok(Running::Task(tokio::spawn(writer)))
+    fn spawn(name: String, writer: BoxFuture<'static, ()>) -> std::io::Result<Running> {
+        own_thread(name, writer)
     }
 }
 
-/// Where a writer runs.
+/// The writer's connection: one of the pool's, or its own.
+enum Held<DB: Database> {
+    Pooled(PoolConnection<DB>),
+    Own(DB::Connection),
+}
+
+impl<DB: Database> Held<DB> {
+    fn conn(&mut self) -> &mut DB::Connection {
+        match self {
+            Held::Pooled(c) => c,
+            Held::Own(c) => c,
+        }
+    }
+
+    async fn close(self) {
+        let _ = match self {
+            Held::Pooled(c) => c.close().await,
+            Held::Own(c) => sqlx::Connection::close(c).await,
+        };
+    }
+}
+
+/// A running writer: its thread.
 pub(crate) enum Running {
     /// A thread of its own.
     Thread(std::thread::JoinHandle<()>),
-    /// A task of the runtime that opened the store.
-    Task(tokio::task::JoinHandle<()>),
 }
 
 /// A write as the writer sees it: run it (again, if the batch is redone), then
@@ -270,9 +307,6 @@ impl<DB: Database> GroupWriter<DB> {
         match running {
             Some(Running::Thread(thread)) => {
                 let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-            }
-            Some(Running::Task(task)) => {
-                let _ = task.await;
             }
             None => {}
         }
@@ -393,7 +427,7 @@ async fn run<DB>(
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut held: Option<PoolConnection<DB>> = None;
+    let mut held: Option<Held<DB>> = None;
     loop {
         let received = tokio::select! {
             n = jobs.recv_many(&mut batch, MAX_BATCH) => n,
@@ -407,22 +441,28 @@ async fn run<DB>(
             if let Some(conn) = held.take() {
                 // The store is closing (or gone): close the connection here rather than
                 // hand it back through a task this thread's runtime would never run.
-                let _ = conn.close().await;
+                conn.close().await;
             }
             break;
         }
         let conn = match held.take() {
             Some(conn) => Ok(conn),
-            None => pool.acquire().await.map_err(Abort::sqlx),
+            None if DB::OWN_CONNECTION => {
+                <DB::Connection as sqlx::Connection>::connect_with(&pool.connect_options())
+                    .await
+                    .map(Held::Own)
+                    .map_err(Abort::sqlx)
+            }
+            None => pool.acquire().await.map(Held::Pooled).map_err(Abort::sqlx),
         };
         let outcome = match conn {
             Ok(mut conn) => {
-                let r = run_batch(&mut *conn, &mut batch, &batching).await;
+                let r = run_batch(conn.conn(), &mut batch, &batching).await;
                 if r.is_ok() {
                     held = Some(conn);
                 } else if DB::ERROR_ABORTS {
                     // Its transaction may still be open: never hand it to anyone else.
-                    let _ = conn.close().await;
+                    conn.close().await;
                 }
                 // SQLite: after a failure the pool checks the connection before it is
                 // used again.
