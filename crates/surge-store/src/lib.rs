@@ -39,8 +39,8 @@ pub use model::{
     WriteReceipt,
 };
 pub use orders::{
-    Advance, AuditEntry, CheckoutEvent, Created, KeyRecord, NewEvent, NewOrder, OrderRow,
-    OrdersStore, SagaState, StepLog,
+    Advance, AuditEntry, CheckoutEvent, Created, KeyRecord, KeyResponse, NewEvent, NewOrder,
+    OrderRow, OrdersStore, SagaState, StepLog,
 };
 pub use payments::{
     PaymentOperation, PaymentRecord, PaymentState, PaymentUpdate, PaymentsStore, Transition,

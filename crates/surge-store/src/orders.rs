@@ -218,6 +218,23 @@ pub struct Advance {
     pub log: Vec<StepLog>,
     /// Events to write.
     pub events: Vec<NewEvent>,
+    /// The answer to store on the order's idempotency key, unless one is stored
+    /// already (a saga that finishes writes its order's answer in the same
+    /// transaction, instead of the request doing it afterwards).
+    pub response: Option<KeyResponse>,
+}
+
+/// An answer stored on an order's idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyResponse {
+    /// The key's user (the order's).
+    pub user_id: String,
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// The body, byte for byte.
+    pub body: Vec<u8>,
 }
 
 /// One line of the admin audit trail.
@@ -406,6 +423,11 @@ const ADVANCE_ORDER: &str = concat!(
     order_columns!()
 );
 
+/// Stores the answer on an order's key (the key of `user_id` naming the order) unless
+/// one is stored already.
+const STORE_ORDER_RESPONSE: &str = "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3 \
+     WHERE user_id = $4 AND order_id = $5 AND status IS NULL";
+
 /// How the PostgreSQL group writer starts a batch: with the checkout outbox lock.
 pub(crate) const PG_BATCH_BEGIN: &str = "BEGIN; SELECT pg_advisory_xact_lock(7368212)";
 
@@ -502,6 +524,14 @@ macro_rules! orders_store {
                         .bind(if line.at_ms == 0 { at } else { line.at_ms });
                 }
                 q
+            }
+
+            fn bind_response<'q>(q: Query<'q, $db>, order_id: &'q str, r: &'q KeyResponse) -> Query<'q, $db> {
+                q.bind(i64::from(r.status))
+                    .bind(r.content_type.as_str())
+                    .bind(r.body.as_slice())
+                    .bind(r.user_id.as_str())
+                    .bind(order_id)
             }
 
             fn bind_event<'q>(q: Query<'q, $db>, e: &NewEvent, at: i64) -> Query<'q, $db> {
@@ -658,9 +688,15 @@ macro_rules! orders_store {
                     // the only statement that returns a row.
                     let mut texts: Vec<std::borrow::Cow<'static, str>> = vec![ADVANCE_ORDER.into()];
                     texts.extend(Self::append_statements(&a.log, &a.events));
+                    if a.response.is_some() {
+                        texts.push(STORE_ORDER_RESPONSE.into());
+                    }
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(chain::<$db, _>(&texts, &[0])));
                     q = Self::bind_advance(q, a, at);
                     q = Self::bind_append(q, &a.order_id, &a.log, &a.events, at);
+                    if let Some(r) = &a.response {
+                        q = Self::bind_response(q, &a.order_id, r);
+                    }
                     let rows = q.fetch_all(&mut *conn).await.map_err(StoreError::from_sqlx)?;
                     return match rows.as_slice() {
                         [row] => Ok(Step::Keep(Some(Self::order_row(row)?))),
@@ -677,6 +713,12 @@ macro_rules! orders_store {
                 };
                 let order = Self::order_row(&row)?;
                 Self::append(conn, &a.order_id, &a.log, &a.events, at).await?;
+                if let Some(r) = &a.response {
+                    Self::bind_response(sqlx::query(STORE_ORDER_RESPONSE), &a.order_id, r)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(StoreError::from_sqlx)?;
+                }
                 Ok(Step::Keep(Some(order)))
             }
         }

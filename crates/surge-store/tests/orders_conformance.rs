@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use surge_store::{
-    Advance, AuditEntry, Created, NewEvent, NewOrder, OrderRow, OrdersStore, SagaState, StepLog,
-    StoreError,
+    Advance, AuditEntry, Created, KeyResponse, NewEvent, NewOrder, OrderRow, OrdersStore,
+    SagaState, StepLog, StoreError,
 };
 
 mod common;
@@ -243,6 +243,58 @@ async fn advance_is_a_compare_and_set(s: &dyn OrdersStore) {
         .map(|e| e.event.kind)
         .collect();
     assert_eq!(kinds, ["OrderPlaced", "OrderCancelled"]);
+}
+
+async fn a_finishing_move_stores_the_answer_unless_one_is_there(s: &dyn OrdersStore) {
+    let answer = |body: &[u8]| KeyResponse {
+        user_id: "alice".into(),
+        status: 201,
+        content_type: "application/json".into(),
+        body: body.to_vec(),
+    };
+    // The move stores the answer on the order's key, in its transaction.
+    s.create(&new_order("o1", "alice", "k1", "h"))
+        .await
+        .unwrap();
+    s.create(&new_order("o2", "bob", "k1", "h")).await.unwrap();
+    let done = |id: &str, response: KeyResponse| Advance {
+        order_id: id.into(),
+        expected_version: 1,
+        saga_state: Some(SagaState::Done),
+        status: Some("confirmed".into()),
+        response: Some(response),
+        ..Advance::default()
+    };
+    assert!(
+        s.advance(&done("o1", answer(b"first")))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        s.key("alice", "k1").await.unwrap().unwrap().response,
+        Some((201, "application/json".into(), b"first".to_vec()))
+    );
+    // Another user's key with the same name is not touched.
+    assert_eq!(s.key("bob", "k1").await.unwrap().unwrap().response, None);
+    // A move that loses its compare-and-set stores nothing.
+    let mut late = answer(b"late");
+    late.user_id = "bob".into();
+    let mut stale = done("o2", late.clone());
+    stale.expected_version = 7;
+    assert!(s.advance(&stale).await.unwrap().is_none());
+    assert_eq!(s.key("bob", "k1").await.unwrap().unwrap().response, None);
+    // An answer stored first (the request's 202) stays.
+    assert!(
+        s.store_response("bob", "k1", 202, "application/json", b"pending")
+            .await
+            .unwrap()
+    );
+    assert!(s.advance(&done("o2", late)).await.unwrap().is_some());
+    assert_eq!(
+        s.key("bob", "k1").await.unwrap().unwrap().response,
+        Some((202, "application/json".into(), b"pending".to_vec()))
+    );
 }
 
 async fn concurrent_advances_one_wins(s: Arc<dyn OrdersStore>) {
@@ -518,6 +570,12 @@ macro_rules! conformance {
             async fn advance_is_a_compare_and_set() {
                 let b = $open().await;
                 super::advance_is_a_compare_and_set(&*b.store).await;
+            }
+
+            #[tokio::test]
+            async fn a_finishing_move_stores_the_answer_unless_one_is_there() {
+                let b = $open().await;
+                super::a_finishing_move_stores_the_answer_unless_one_is_there(&*b.store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,7 +38,7 @@ use surge_store::{Created, NewOrder, OrderRow, SagaState, StepLog};
 use super::{Api, store_problem};
 use crate::fulfilment::Admission;
 use crate::metrics;
-use crate::order::{Address, OrderDocument, OrderLine, OrderView};
+use crate::order::{Address, OrderDocument, OrderLine};
 use crate::saga::driver::now_ms;
 use crate::saga::{Step, order_placed};
 
@@ -393,7 +393,7 @@ pub async fn post(
     if queued.is_some() {
         // Its saga starts when its minute comes: 202 with the pending order.
         drop(slot);
-        return respond_and_store(&api, &env.user_id, &key, &row, &doc).await;
+        return respond_and_store(&api, &env.user_id, &key, &row, &doc, false).await;
     }
     let handle = api.saga.start(row.clone(), slot);
     let finished = match handle {
@@ -406,15 +406,22 @@ pub async fn post(
         }
         None => None,
     };
-    let row = match finished {
-        Some(r) => r,
-        None => orders
-            .order(&id)
-            .await
-            .map_err(store_problem)?
-            .unwrap_or(row),
+    // A saga that finished stored its answer on the key with its last move.
+    let (row, stored) = match finished {
+        Some(r) => {
+            let done = r.saga_state == SagaState::Done;
+            (r, done)
+        }
+        None => (
+            orders
+                .order(&id)
+                .await
+                .map_err(store_problem)?
+                .unwrap_or(row),
+            false,
+        ),
     };
-    respond_and_store(&api, &env.user_id, &key, &row, &doc).await
+    respond_and_store(&api, &env.user_id, &key, &row, &doc, stored).await
 }
 
 /// The answer for a key that exists already.
@@ -470,7 +477,7 @@ async fn answer_existing(
         .ok_or_else(|| Problem::internal(&"an idempotency key names a missing order"))?;
     let doc: OrderDocument =
         serde_json::from_str(&row.document).map_err(|e| Problem::internal(&e))?;
-    respond_and_store(api, user, key, &row, &doc).await
+    respond_and_store(api, user, key, &row, &doc, false).await
 }
 
 fn replay(status: u16, content_type: &str, body: Vec<u8>, order_id: &str) -> Response {
@@ -489,25 +496,34 @@ fn replay(status: u16, content_type: &str, body: Vec<u8>, order_id: &str) -> Res
 
 /// 201 with the order once its saga is done (confirmed or cancelled: the body says
 /// which, and why), 202 while it is still running; the answer is stored for replays.
+/// `stored`: the saga stored this very answer with its last move already. When another
+/// answer got stored first (the saga finished while this request gave up waiting), that
+/// one is replayed instead, so a key has one answer.
 async fn respond_and_store(
     api: &Api,
     user: &str,
     key: &str,
     row: &OrderRow,
     doc: &OrderDocument,
+    stored: bool,
 ) -> Result<Response, Problem> {
-    let status = if row.status == "pending" {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::CREATED
-    };
-    let body =
-        serde_json::to_vec(&OrderView::new(row, doc, None)).map_err(|e| Problem::internal(&e))?;
-    api.saga
-        .orders()
-        .store_response(user, key, status.as_u16(), "application/json", &body)
-        .await
-        .map_err(store_problem)?;
+    let (status, body) =
+        crate::order::checkout_answer(row, doc).map_err(|e| Problem::internal(&e))?;
+    if !stored {
+        let orders = api.saga.orders();
+        let fresh = orders
+            .store_response(user, key, status, "application/json", &body)
+            .await
+            .map_err(store_problem)?;
+        if !fresh
+            && let Some(k) = orders.key(user, key).await.map_err(store_problem)?
+            && let Some((status, content_type, body)) = k.response
+            && k.order_id == row.id
+        {
+            return Ok(replay(status, &content_type, body, &k.order_id));
+        }
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     let mut r = (status, body).into_response();
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

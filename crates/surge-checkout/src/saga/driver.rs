@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use surge_store::{AuditEntry, OrderRow, OrdersStore, SagaState, StoreError};
+use surge_store::{AuditEntry, KeyResponse, OrderRow, OrdersStore, SagaState, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::{Outcome, Step, Timing, decide, force_compensate, resume};
@@ -255,6 +255,11 @@ impl Orchestrator {
             let now = now_ms();
             let mut mv = decide(&order, &outcome, now, &inner.timing, rand::random());
             mv.lease = Some((inner.node.clone(), now.saturating_add(inner.lease_ms)));
+            if mv.saga_state == Some(SagaState::Done) {
+                // The order's answer goes on its key in the same transaction, so the
+                // request waiting for it has nothing left to write.
+                mv.response = final_answer(&order, &mv);
+            }
             match inner.orders.advance(&mv).await {
                 Ok(Some(next)) => {
                     store_failures = 0;
@@ -561,6 +566,27 @@ impl Orchestrator {
         }
         Ok(next)
     }
+}
+
+/// The answer to the order's checkout once `mv` has applied (see
+/// [`crate::order::checkout_answer`]), or `None` when the order cannot be read (the
+/// request then stores its answer itself).
+fn final_answer(order: &OrderRow, mv: &surge_store::Advance) -> Option<KeyResponse> {
+    let doc: OrderDocument = serde_json::from_str(&order.document).ok()?;
+    let mut after = order.clone();
+    if let Some(status) = &mv.status {
+        after.status.clone_from(status);
+    }
+    if mv.reason.is_some() {
+        after.reason.clone_from(&mv.reason);
+    }
+    let (status, body) = crate::order::checkout_answer(&after, &doc).ok()?;
+    Some(KeyResponse {
+        user_id: order.user_id.clone(),
+        status,
+        content_type: "application/json".into(),
+        body,
+    })
 }
 
 fn payment_outcome(r: Result<(), PaymentError>) -> Outcome {
