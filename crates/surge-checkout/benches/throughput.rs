@@ -5,8 +5,10 @@
 //! cargo bench -p surge-checkout --bench throughput -- [checkouts] [concurrency] [postgres-url]
 //! ```
 //! Prints completed checkouts/s and latency percentiles. Extra arguments: `hot` (every
-//! checkout buys the same SKU; stock = checkouts / 20) and `rate=N` (open loop: checkout
-//! n is due at n/N s and its latency counts from then, so queueing is included).
+//! checkout buys the same SKU; stock = checkouts / 20), `rate=N` (open loop: checkout
+//! n is due at n/N s and its latency counts from then, so queueing is included) and
+//! `remote` (the orchestrator calls the inventory and payments services over HTTP on
+//! loopback, as in scale-out, instead of in process).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -17,6 +19,7 @@ use axum::body::Body;
 use http::Request;
 use surge_checkout::payments::simulator::{ProviderSimulator, SimulatorConfig};
 use surge_checkout::pricing::CatalogPricing;
+use surge_checkout::remote::{RemoteInventory, RemotePayments};
 use surge_checkout::{CheckoutConfig, Stores};
 use surge_http::admin::AdminToken;
 use surge_http::envelope::{Envelope, EnvelopeKeys, HEADER};
@@ -32,6 +35,7 @@ fn main() {
     let concurrency: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
     let pg = args.get(2).filter(|a| a.starts_with("postgres")).cloned();
     let hot = args.iter().any(|a| a == "hot");
+    let remote = args.iter().any(|a| a == "remote");
     let rate: Option<f64> = args
         .iter()
         .find_map(|a| a.strip_prefix("rate=").and_then(|r| r.parse().ok()));
@@ -40,10 +44,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(total, concurrency, pg, hot, rate));
+    rt.block_on(run(total, concurrency, pg, hot, rate, remote));
 }
 
-async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool, rate: Option<f64>) {
+async fn run(
+    total: usize,
+    concurrency: usize,
+    pg: Option<String>,
+    hot: bool,
+    rate: Option<f64>,
+    remote: bool,
+) {
     let dir = tempfile::tempdir().unwrap();
     let url = |f: &str| match &pg {
         Some(u) => u.clone(),
@@ -97,14 +108,49 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool, ra
             .unwrap(),
     );
     let (_stop, stop_rx) = tokio::sync::watch::channel(false);
-    let checkout = surge_checkout::build(
+    let pricing = Arc::new(CatalogPricing::new(catalog.clone()));
+    let mut checkout = surge_checkout::build(
         &CheckoutConfig::default(),
         stores.clone(),
         provider,
-        Arc::new(CatalogPricing::new(catalog.clone())),
-        stop_rx,
+        pricing.clone(),
+        stop_rx.clone(),
     )
     .unwrap();
+    if remote {
+        // The same services, reached over HTTP: their routers on a loopback port.
+        let admin = AdminToken::new("x");
+        let services = surge_checkout::api::inventory_router(
+            checkout.inventory.clone().unwrap(),
+            admin.clone(),
+        )
+        .merge(surge_checkout::api::payments_router(
+            checkout.payments.clone().unwrap(),
+            admin,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(surge_http::server::serve(
+            listener,
+            services,
+            std::future::pending(),
+        ));
+        let timeout = Duration::from_secs(10);
+        let participants = surge_checkout::Participants {
+            inventory: Arc::new(
+                RemoteInventory::new(&base, "x", timeout, Duration::from_secs(1)).unwrap(),
+            ),
+            payments: Arc::new(RemotePayments::new(&base, "x", timeout).unwrap()),
+        };
+        checkout = surge_checkout::build_with(
+            &CheckoutConfig::default(),
+            stores.orders.clone(),
+            participants,
+            pricing,
+            stop_rx,
+        )
+        .unwrap();
+    }
     let keys = EnvelopeKeys::new(
         "k",
         [("k", &[7u8; 32][..])],
@@ -180,7 +226,7 @@ async fn run(total: usize, concurrency: usize, pg: Option<String>, hot: bool, ra
         |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     let backend = if pg.is_some() { "postgres" } else { "sqlite" };
     println!(
-        "backend={backend} hot={hot} paced={rate:?} checkouts={total} concurrency={concurrency} decided_per_s={:.0} confirmed={} cancelled={} other={} p50_ms={:.2} p99_ms={:.2}",
+        "backend={backend} hot={hot} remote={remote} paced={rate:?} checkouts={total} concurrency={concurrency} decided_per_s={:.0} confirmed={} cancelled={} other={} p50_ms={:.2} p99_ms={:.2}",
         total as f64 / secs,
         outcomes[0],
         outcomes[1],
