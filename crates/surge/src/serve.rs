@@ -201,13 +201,8 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
         closers.push(Box::new(move || {
             Box::pin(async move { identity_store.close().await })
         }));
-        let internal = catalog_router
-            .clone()
-            .into_iter()
-            .chain(internal_routers)
-            .reduce(axum::Router::merge);
         if !config.internal_listen.is_empty()
-            && let Some(router) = internal
+            && let Some(router) = own_routes(catalog_router.clone(), internal_routers)
         {
             let internal = tokio::net::TcpListener::bind(&config.internal_listen)
                 .await
@@ -234,17 +229,12 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
             let keys = envelope_keys(&config, &mut tasks, &mut closers, stop_rx.clone()).await?;
             routers.push(checkout.router(keys, admin_token.clone()));
         }
-        if catalog_router.is_none() && routers.is_empty() {
+        let Some(router) = own_routes(catalog_router, routers) else {
             anyhow::bail!(
                 "nothing to serve: run the edge, the catalog, checkout, inventory or payments role"
             );
-        }
-        let base = catalog_router.unwrap_or_else(|| {
-            surge_http::metrics::ops_router()
-                .fallback(surge_http::problem::no_route)
-                .method_not_allowed_fallback(surge_http::problem::method_not_allowed)
-        });
-        Public::Roles(routers.into_iter().fold(base, axum::Router::merge))
+        };
+        Public::Roles(router)
     };
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -274,9 +264,26 @@ pub async fn run(config: Config, roles: &[Role]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The routers of the roles answering without the edge, merged: on the catalog's
+/// router (with its ops routes and problem+json fallbacks) or, without the catalog, on
+/// the process's own `/healthz`, `/readyz`, `/metrics` and the same fallbacks. `None`
+/// when there is nothing to serve.
+fn own_routes(catalog: Option<axum::Router>, others: Vec<axum::Router>) -> Option<axum::Router> {
+    if catalog.is_none() && others.is_empty() {
+        return None;
+    }
+    let base = catalog.unwrap_or_else(|| {
+        surge_http::metrics::ops_router()
+            .fallback(surge_http::problem::no_route)
+            .method_not_allowed_fallback(surge_http::problem::method_not_allowed)
+    });
+    Some(others.into_iter().fold(base, axum::Router::merge))
+}
+
 /// The Envelope keys for a checkout node without the edge: read from the identity store
 /// (shared with the edges, which create and rotate them), and re-read every
-/// `edge.identity.key_check_seconds`.
+/// `edge.identity.key_check_seconds` (a new key is published two checks before an edge
+/// signs with it, so this node always knows the key of an Envelope it gets).
 async fn envelope_keys(
     config: &Config,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,

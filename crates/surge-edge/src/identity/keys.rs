@@ -37,6 +37,8 @@ pub struct KeyManager {
     envelope: EnvelopeKeys,
     rotate_every: Duration,
     overlap: Duration,
+    /// How long a new Envelope key is published before it signs.
+    settle: Duration,
     last_refetch: Mutex<Option<Instant>>,
 }
 
@@ -78,13 +80,15 @@ impl KeyManager {
         let jwt_keys = ensure(&*store, JWT, rotate_every).await?;
         let env_keys = ensure(&*store, ENVELOPE, rotate_every).await?;
         let jwt = Jwt::with_keys(config.jwt(), &pairs(&jwt_keys))?;
-        let envelope = envelope_keys(&env_keys, None)?;
+        let settle = envelope_settle(config);
+        let envelope = envelope_keys(&env_keys, settle, None)?;
         Ok(KeyManager {
             store,
             jwt: Arc::new(jwt),
             envelope,
             rotate_every,
             overlap,
+            settle,
             last_refetch: Mutex::new(None),
         })
     }
@@ -156,7 +160,7 @@ impl KeyManager {
             return Err("the stored key set is empty".into());
         }
         self.jwt.install(&pairs(&jwt_keys))?;
-        envelope_keys(&env_keys, Some(&self.envelope))?;
+        envelope_keys(&env_keys, self.settle, Some(&self.envelope))?;
         Ok(())
     }
 }
@@ -204,9 +208,35 @@ fn pairs(keys: &[SigningKey]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Builds a ring from stored keys (the newest signs), or installs it into `into`.
-fn envelope_keys(keys: &[SigningKey], into: Option<&EnvelopeKeys>) -> Result<EnvelopeKeys, String> {
-    let current = keys.last().ok_or("no envelope key")?.kid.clone();
+/// How long a new Envelope key waits before it signs: two key checks, so that every
+/// process that verifies Envelopes and re-reads the keys on that schedule (a checkout
+/// node without the edge) has it before the first Envelope it signs arrives. Tokens
+/// have no such wait: edges re-read the set when a token's `kid` is unknown.
+fn envelope_settle(config: &IdentityConfig) -> Duration {
+    Duration::from_secs(config.key_check_seconds.saturating_mul(2))
+}
+
+/// The key that signs Envelopes: the newest one published for at least `settle`, or,
+/// when none is that old (the very first key), the oldest one.
+fn envelope_signer(keys: &[SigningKey], settle: Duration) -> Option<&SigningKey> {
+    let horizon = now_ms() - millis(settle);
+    keys.iter()
+        .rev()
+        .find(|k| k.created_at_ms <= horizon)
+        .or_else(|| keys.first())
+}
+
+/// Builds a ring from stored keys (every key verifies, the [`envelope_signer`] signs),
+/// or installs it into `into`.
+fn envelope_keys(
+    keys: &[SigningKey],
+    settle: Duration,
+    into: Option<&EnvelopeKeys>,
+) -> Result<EnvelopeKeys, String> {
+    let current = envelope_signer(keys, settle)
+        .ok_or("no envelope key")?
+        .kid
+        .clone();
     let ring = keys.iter().map(|k| (k.kid.as_str(), k.secret.as_slice()));
     match into {
         Some(existing) => {
@@ -266,6 +296,56 @@ mod tests {
         // The old key goes only once the new one has signed for longer than the overlap.
         a.tick().await.unwrap();
         assert_eq!(a.jwt().kids().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_envelope_key_verifies_at_once_and_signs_only_once_published_long_enough() {
+        let (s, _dir) = store().await;
+        let config = IdentityConfig::default();
+        let edge = KeyManager::load(s.clone(), &config).await.unwrap();
+        let first = edge.envelope().current();
+        // A rotation: a new key appears in the store.
+        s.put_signing_key(&SigningKey {
+            kid: "e-next".into(),
+            purpose: ENVELOPE.into(),
+            secret: vec![9; 32],
+            created_at_ms: now_ms(),
+        })
+        .await
+        .unwrap();
+        edge.reload().await.unwrap();
+        assert_eq!(
+            edge.envelope().current(),
+            first,
+            "the old key signs while the new one is being published"
+        );
+        // Once it has been published for two key checks, it signs.
+        let key = |kid: &str, created_at_ms: i64| SigningKey {
+            kid: kid.into(),
+            purpose: ENVELOPE.into(),
+            secret: vec![1; 32],
+            created_at_ms,
+        };
+        let settle = millis(envelope_settle(&config));
+        let keys = [
+            key("a", 0),
+            key("b", now_ms() - settle - 1),
+            key("c", now_ms()),
+        ];
+        assert_eq!(
+            envelope_signer(&keys, envelope_settle(&config))
+                .unwrap()
+                .kid,
+            "b"
+        );
+        // The very first key signs at once.
+        let keys = [key("only", now_ms())];
+        assert_eq!(
+            envelope_signer(&keys, envelope_settle(&config))
+                .unwrap()
+                .kid,
+            "only"
+        );
     }
 
     #[tokio::test]
