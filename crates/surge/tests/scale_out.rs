@@ -17,12 +17,14 @@ fn parse(b: &[u8]) -> Value {
     serde_json::from_slice(b).unwrap_or(Value::Null)
 }
 
-async fn stock(http: &Http, base: &str, sku: &str) -> Value {
+/// `(available, held, sold)` of `sku` in DE, through the edge.
+async fn counters(http: &Http, base: &str, sku: &str) -> (i64, i64, i64) {
     let (s, v) = http
         .get_json(&format!("{base}/admin/inventory/{sku}/DE"))
         .await;
     assert_eq!(s, 200, "{v}");
-    v
+    let n = |f: &str| v[f].as_i64().unwrap();
+    (n("available"), n("held"), n("sold"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,16 +163,7 @@ async fn orders_inventory_and_payments_on_three_processes_behind_an_edge() {
         "{order}"
     );
     let id = order["id"].as_str().unwrap().to_owned();
-    let level = stock(&http, &base, "P-1:m1").await;
-    assert_eq!(
-        (
-            level["available"].as_i64(),
-            level["held"].as_i64(),
-            level["sold"].as_i64()
-        ),
-        (Some(8), Some(0), Some(2)),
-        "{level}"
-    );
+    assert_eq!(counters(&http, &base, "P-1:m1").await, (8, 0, 2));
     let (s, doc) = http
         .send_as("GET", &format!("{base}/orders/{id}"), Some(&token), None)
         .await
@@ -189,16 +182,7 @@ async fn orders_inventory_and_payments_on_three_processes_behind_an_edge() {
         declined["reason"].as_str().unwrap().contains("declined"),
         "{declined}"
     );
-    let level = stock(&http, &base, "P-1:m1").await;
-    assert_eq!(
-        (
-            level["available"].as_i64(),
-            level["held"].as_i64(),
-            level["sold"].as_i64()
-        ),
-        (Some(8), Some(0), Some(2)),
-        "{level}"
-    );
+    assert_eq!(counters(&http, &base, "P-1:m1").await, (8, 0, 2));
 
     // The hot SKU: one unit. The first buyer gets it, the second is cancelled as sold
     // out, and the third is refused by the orders node from memory (409, no order).
@@ -212,12 +196,8 @@ async fn orders_inventory_and_payments_on_three_processes_behind_an_edge() {
         third["type"].as_str().unwrap().contains("sold-out"),
         "{third}"
     );
-    let level = stock(&http, &base, "HOT-1:m1").await;
-    assert_eq!(
-        (level["available"].as_i64(), level["sold"].as_i64()),
-        (Some(0), Some(1)),
-        "{level}"
-    );
+    let (available, _, sold) = counters(&http, &base, "HOT-1:m1").await;
+    assert_eq!((available, sold), (0, 1));
 
     // Each node's metrics show who did the work: the orders node never touched stock
     // or payments itself; the services node answered its internal calls.
