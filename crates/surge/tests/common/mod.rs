@@ -49,10 +49,20 @@ impl Surge {
 
     /// [`Surge::spawn_with`] with extra environment variables.
     pub fn spawn_env(command: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Surge {
+        Self::spawn_at(command, data_dir, env, "127.0.0.1:0")
+    }
+
+    /// [`Surge::spawn_env`] listening on `listen` (to come back on the same address).
+    pub fn spawn_at(
+        command: &[&str],
+        data_dir: &Path,
+        env: &[(&str, &str)],
+        listen: &str,
+    ) -> Surge {
         let mut child = Command::new(env!("CARGO_BIN_EXE_surge"))
             .args(command)
             .envs(env.iter().copied())
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env("SURGE_ADMIN_TOKEN", TOKEN)
             .env("SURGE_LOG__FORMAT", "pretty")
