@@ -78,6 +78,23 @@ pub struct Services {
     pub payments: Option<Payments>,
 }
 
+/// Opens one service's store (`$open(url, options)`), logs its backend and closes it at
+/// shutdown.
+macro_rules! open_store {
+    ($name:literal, $url:expr, $open:path, $options:expr, $closers:expr) => {{
+        let url = $url;
+        let store = $open(&url, $options)
+            .await
+            .with_context(|| format!("cannot open the {} store {}", $name, redact(&url)))?;
+        tracing::info!(store = store.backend(), concat!($name, " store open"));
+        let closing = store.clone();
+        $closers.push(Box::new(move || {
+            Box::pin(async move { closing.close().await })
+        }));
+        store
+    }};
+}
+
 /// Opens the stores of the services `wanted` here and builds them. The provider
 /// simulator keeps its ledger in `<data_dir>/provider-simulator.db` unless configured
 /// otherwise, so that, like a real provider, it outlives a restart of Surge. Orders
@@ -93,29 +110,25 @@ pub async fn start(
     let options = &config.store_options;
     let c = &config.checkout;
     let inventory = if wanted.inventory {
-        let url = config.inventory_store_url();
-        let store = surge_store::open_inventory(&url, options)
-            .await
-            .with_context(|| format!("cannot open the inventory store {}", redact(&url)))?;
-        tracing::info!(store = store.backend(), "inventory store open");
-        let closing = store.clone();
-        closers.push(Box::new(move || {
-            Box::pin(async move { closing.close().await })
-        }));
+        let store = open_store!(
+            "inventory",
+            config.inventory_store_url(),
+            surge_store::open_inventory,
+            options,
+            closers
+        );
         Some(Inventory::new(store, &c.inventory))
     } else {
         None
     };
     let payments = if wanted.payments {
-        let url = config.payments_store_url();
-        let store = surge_store::open_payments(&url, options)
-            .await
-            .with_context(|| format!("cannot open the payments store {}", redact(&url)))?;
-        tracing::info!(store = store.backend(), "payments store open");
-        let closing = store.clone();
-        closers.push(Box::new(move || {
-            Box::pin(async move { closing.close().await })
-        }));
+        let store = open_store!(
+            "payments",
+            config.payments_store_url(),
+            surge_store::open_payments,
+            options,
+            closers
+        );
         let mut provider_config = c.provider.clone();
         if provider_config.ledger.is_none() {
             provider_config.ledger = Some(config.data_dir.join("provider-simulator.db"));
@@ -167,15 +180,13 @@ pub async fn start(
                 "checkout calls remote services"
             );
         }
-        let url = config.orders_store_url();
-        let orders = surge_store::open_orders(&url, options)
-            .await
-            .with_context(|| format!("cannot open the orders store {}", redact(&url)))?;
-        tracing::info!(store = orders.backend(), "orders store open");
-        let closing = orders.clone();
-        closers.push(Box::new(move || {
-            Box::pin(async move { closing.close().await })
-        }));
+        let orders = open_store!(
+            "orders",
+            config.orders_store_url(),
+            surge_store::open_orders,
+            options,
+            closers
+        );
         let catalog = catalog.context("checkout prices from the catalog store")?;
         let checkout = surge_checkout::build_with(
             c,
