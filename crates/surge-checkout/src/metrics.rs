@@ -39,3 +39,9 @@ pub const RELAY_POSITION: &str = "surge_checkout_event_relay_position";
 pub const RELAY_PUBLISHED_TOTAL: &str = "surge_checkout_event_relay_published_total";
 /// Counter: failed steps (or connections) of the event relay.
 pub const RELAY_FAILURES_TOTAL: &str = "surge_checkout_event_relay_failures_total";
+/// Counter: calls to a remote service (`checkout.remote`), labelled `service`
+/// (`inventory`, `payments`) and `outcome` (`ok`, `error`: no connection, a timeout, an
+/// answer other than 200, or one that cannot be read).
+pub const REMOTE_CALLS_TOTAL: &str = "surge_checkout_remote_calls_total";
+/// Histogram: how long a call to a remote service took, in seconds, labelled `service`.
+pub const REMOTE_CALL_SECONDS: &str = "surge_checkout_remote_call_seconds";

@@ -22,6 +22,7 @@ use crate::api::internal::{
     WireLine,
 };
 use crate::inventory::SoldOut;
+use crate::metrics;
 use crate::payments::{AuthorizeRequest, PaymentError};
 use crate::services::{InventoryApi, PaymentsApi, ServiceError};
 
@@ -74,8 +75,24 @@ impl Service {
     }
 
     /// One call: `200` with a JSON answer is success; anything else is an error whose
-    /// text carries the status and the problem's detail.
+    /// text carries the status and the problem's detail. Counted and timed.
     async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ServiceError> {
+        let started = std::time::Instant::now();
+        let r = self.exchange(method, path, body).await;
+        let outcome = if r.is_ok() { "ok" } else { "error" };
+        ::metrics::counter!(metrics::REMOTE_CALLS_TOTAL, "service" => self.name, "outcome" => outcome)
+            .increment(1);
+        ::metrics::histogram!(metrics::REMOTE_CALL_SECONDS, "service" => self.name)
+            .record(started.elapsed().as_secs_f64());
+        r
+    }
+
+    async fn exchange<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -169,7 +186,7 @@ impl InventoryApi for RemoteInventory {
         expires_at_ms: i64,
     ) -> Result<HoldOutcome, ServiceError> {
         if let Some(l) = lines.iter().find(|l| self.is_sold_out(&l.sku, &l.market)) {
-            ::metrics::counter!(crate::metrics::SOLD_OUT_FROM_MEMORY_TOTAL).increment(1);
+            ::metrics::counter!(metrics::SOLD_OUT_FROM_MEMORY_TOTAL).increment(1);
             return Ok(HoldOutcome::OutOfStock {
                 sku: l.sku.clone(),
                 market: l.market.clone(),

@@ -281,7 +281,23 @@ async fn orders_inventory_and_payments_on_three_processes_behind_an_edge() {
         page.contains("/internal/payments/{order}/authorize"),
         "{page}"
     );
-    drop(c.orders);
+    // And the orders node called them over HTTP (its metrics count the calls).
+    let (_, page) = c
+        .http
+        .send("GET", &format!("{}/metrics", c.orders.base), None)
+        .await
+        .unwrap();
+    let page = String::from_utf8_lossy(&page).into_owned();
+    for service in ["inventory", "payments"] {
+        let calls: f64 = page
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("service=\"{service}\"")) && l.contains("outcome=\"ok\"")
+            })
+            .map(|l| common::metric_sum(l, "surge_checkout_remote_calls_total"))
+            .sum();
+        assert!(calls > 0.0, "no {service} calls in {page}");
+    }
 }
 
 /// The services node is killed with SIGKILL while checkouts run, and comes back on the
