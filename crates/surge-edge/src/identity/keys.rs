@@ -304,12 +304,13 @@ mod tests {
         let config = IdentityConfig::default();
         let edge = KeyManager::load(s.clone(), &config).await.unwrap();
         let first = edge.envelope().current();
-        // A rotation: a new key appears in the store.
+        // A rotation: a newer key appears in the store (a millisecond later at least,
+        // so the two never tie on creation time).
         s.put_signing_key(&SigningKey {
             kid: "e-next".into(),
             purpose: ENVELOPE.into(),
             secret: vec![9; 32],
-            created_at_ms: now_ms(),
+            created_at_ms: now_ms() + 1,
         })
         .await
         .unwrap();
