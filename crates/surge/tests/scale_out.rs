@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Http, Surge, wait_for};
 use serde_json::{Value, json};
@@ -188,21 +188,26 @@ impl Cluster {
     /// The order's status once its saga is done (polls the owner's `GET /orders/{id}`).
     async fn settled(&self, id: &str) -> String {
         let url = format!("{}/orders/{id}", self.base);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok((200, b)) = self
-                .http
-                .send_as("GET", &url, Some(&self.token), None)
-                .await
-            {
-                let status = parse(&b)["status"].as_str().unwrap_or("").to_owned();
-                if status != "pending" {
-                    return status;
-                }
-            }
-            assert!(Instant::now() < deadline, "order {id} never settled");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let status = std::sync::Mutex::new(String::new());
+        common::poll_until(
+            Duration::from_secs(60),
+            &format!("order {id} settled"),
+            || async {
+                let Ok((200, b)) = self
+                    .http
+                    .send_as("GET", &url, Some(&self.token), None)
+                    .await
+                else {
+                    return false;
+                };
+                let now = parse(&b)["status"].as_str().unwrap_or("").to_owned();
+                let done = now != "pending";
+                *status.lock().unwrap() = now;
+                done
+            },
+        )
+        .await;
+        status.into_inner().unwrap()
     }
 }
 
@@ -321,27 +326,34 @@ async fn a_services_node_killed_mid_run_loses_nothing() {
             let mut ids = Vec::new();
             for n in (w..CHECKOUTS).step_by(WORKERS) {
                 let key = format!("k{n}");
-                // The same key until the answer is final (bounded).
-                let give_up = Instant::now() + Duration::from_secs(60);
-                loop {
-                    match c.buy(&key, "P-1:m1", 1, "tok_ok").await {
-                        (201 | 202, v) => {
-                            ids.push(v["id"].as_str().unwrap().to_owned());
-                            acked_tx.send_modify(|n| *n += 1);
-                            break;
+                // The same key until the answer is final (bounded), through the one
+                // polling helper of these tests.
+                let order = std::sync::Mutex::new(None);
+                common::poll_until(
+                    Duration::from_secs(60),
+                    &format!("key {key} answered"),
+                    || async {
+                        match c.buy(&key, "P-1:m1", 1, "tok_ok").await {
+                            (201 | 202, v) => {
+                                *order.lock().unwrap() = Some(v["id"].as_str().unwrap().to_owned());
+                                true
+                            }
+                            // Sold out from memory: final, no order.
+                            (409, v) if v["type"].as_str().unwrap_or("").contains("sold-out") => {
+                                true
+                            }
+                            (s, v) if (400..500).contains(&s) && s != 409 && s != 429 => {
+                                panic!("client error {s}: {v}")
+                            }
+                            // In use, unavailable, or the node is down: again.
+                            _ => false,
                         }
-                        // Sold out from memory: final, no order.
-                        (409, v) if v["type"].as_str().unwrap_or("").contains("sold-out") => {
-                            break;
-                        }
-                        (s, v) if (400..500).contains(&s) && s != 409 && s != 429 => {
-                            panic!("client error {s}: {v}")
-                        }
-                        _ => {
-                            assert!(Instant::now() < give_up, "key {key} never answered");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
+                    },
+                )
+                .await;
+                if let Some(id) = order.into_inner().unwrap() {
+                    ids.push(id);
+                    acked_tx.send_modify(|n| *n += 1);
                 }
             }
             ids
