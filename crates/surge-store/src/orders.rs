@@ -26,7 +26,7 @@ use sqlx::{Postgres, Row, Sqlite};
 
 use crate::group::{Pace, Step, chain};
 use crate::metrics::record;
-use crate::sql::{SqlStore, now_ms};
+use crate::sql::{SqlStore, now_ms, prune_outbox};
 use crate::{Result, StoreError};
 
 /// Where a saga is.
@@ -830,19 +830,7 @@ macro_rules! orders_store {
                 let started = std::time::Instant::now();
                 let r = self
                     .write_one((), move |(), conn| Box::pin(async move {
-                        // The oldest `limit` entries, those of them old enough: bounded
-                        // work per call even when nothing is due.
-                        sqlx::query(
-                            "DELETE FROM checkout_outbox WHERE position IN (SELECT position FROM \
-                             (SELECT position, created_at_ms FROM checkout_outbox ORDER BY position LIMIT $2) \
-                             AS oldest WHERE created_at_ms < $1)",
-                        )
-                        .bind(before_ms)
-                        .bind(i64::from(limit))
-                        .execute(&mut *conn)
-                        .await
-                        .map(|r| r.rows_affected())
-                        .map_err(StoreError::from_sqlx)
+                        prune_outbox!(&mut *conn, "checkout_outbox", before_ms, limit)
                     }))
                     .await;
                 record($name, "prune_checkout_events", started, &r);

@@ -152,6 +152,29 @@ async fn open_components(
     }
 }
 
+/// Deletes, on `$conn`, the oldest `$limit` entries of the outbox table `$table` (a
+/// literal; it has `position` and `created_at_ms`) among which those older than
+/// `$before_ms`: bounded work per call even when nothing is due. Evaluates to the
+/// number of entries deleted.
+macro_rules! prune_outbox {
+    ($conn:expr, $table:literal, $before_ms:expr, $limit:expr) => {
+        sqlx::query(concat!(
+            "DELETE FROM ",
+            $table,
+            " WHERE position IN (SELECT position FROM (SELECT position, created_at_ms FROM ",
+            $table,
+            " ORDER BY position LIMIT $2) AS oldest WHERE created_at_ms < $1)"
+        ))
+        .bind($before_ms)
+        .bind(i64::from($limit))
+        .execute($conn)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(StoreError::from_sqlx)
+    };
+}
+pub(crate) use prune_outbox;
+
 /// An [`Opened`] store as the trait object the caller returns.
 macro_rules! as_dyn {
     ($opened:expr) => {
