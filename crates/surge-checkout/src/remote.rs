@@ -19,7 +19,6 @@ use surge_store::{HoldLine, HoldOutcome};
 
 use crate::api::internal::{
     AuthorizeBody, ExpiredReply, HoldBody, HoldReply, PaymentReply, ReleaseBody, UnitsReply,
-    WireLine,
 };
 use crate::inventory::SoldOut;
 use crate::metrics;
@@ -138,17 +137,6 @@ impl Service {
     }
 }
 
-fn wire(lines: &[HoldLine]) -> Vec<WireLine> {
-    lines
-        .iter()
-        .map(|l| WireLine {
-            sku: l.sku.clone(),
-            market: l.market.clone(),
-            qty: l.qty,
-        })
-        .collect()
-}
-
 /// The inventory service on another machine. It keeps its own sold-out memory, fed
 /// by the service's answers, so a rush on a sold-out SKU stops here.
 #[derive(Clone)]
@@ -193,7 +181,7 @@ impl InventoryApi for RemoteInventory {
             });
         }
         let body = HoldBody {
-            lines: wire(lines),
+            lines,
             expires_at_ms,
         };
         let path = format!("/internal/inventory/holds/{}", segment(order_id));
@@ -216,7 +204,7 @@ impl InventoryApi for RemoteInventory {
 
     async fn release(&self, order_id: &str, lines: &[HoldLine]) -> Result<i64, ServiceError> {
         let path = format!("/internal/inventory/holds/{}/release", segment(order_id));
-        let body = ReleaseBody { lines: wire(lines) };
+        let body = ReleaseBody { lines };
         let reply: UnitsReply = self.service.call(Method::POST, &path, Some(&body)).await?;
         if reply.units > 0 {
             self.sold_out

@@ -184,8 +184,9 @@ impl StockEvent {
     }
 }
 
-/// One line of a hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One line of a hold (also the wire form of a line between checkout's services).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HoldLine {
     /// The SKU.
     pub sku: String,

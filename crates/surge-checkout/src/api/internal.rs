@@ -42,35 +42,24 @@ const MAX_LINES: usize = 1_000;
 /// Most orders in one answer of `expired-holds`.
 const MAX_EXPIRED: u32 = 10_000;
 
-/// One line of a hold, on the wire.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WireLine {
-    /// The SKU.
-    pub sku: String,
-    /// The market.
-    pub market: String,
-    /// Units, > 0.
-    pub qty: i64,
-}
-
-/// Body of a hold.
+/// Body of a hold: `L` is `Vec<HoldLine>` where it is read, a borrowed slice where it
+/// is sent (no copy of the lines).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HoldBody {
+pub struct HoldBody<L> {
     /// The lines, all or nothing.
-    pub lines: Vec<WireLine>,
+    pub lines: L,
     /// When the hold lapses, ms since the Unix epoch.
     pub expires_at_ms: i64,
 }
 
-/// Body of a release.
+/// Body of a release (`L` as in [`HoldBody`]).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ReleaseBody {
-    /// The order's lines (their sold-out marks are cleared); may be empty.
+pub struct ReleaseBody<L> {
+    /// The order's lines (their sold-out marks are cleared); may be empty or absent.
     #[serde(default)]
-    pub lines: Vec<WireLine>,
+    pub lines: L,
 }
 
 /// What a hold did.
@@ -179,7 +168,9 @@ fn order_id(id: &str) -> Result<(), Problem> {
     }
 }
 
-fn hold_lines(lines: Vec<WireLine>, at_least_one: bool) -> Result<Vec<HoldLine>, Problem> {
+/// Checks the lines of a call: how many (at least one for a hold), and each line's
+/// units, SKU and market; the errors name each field.
+fn check_lines(lines: &[HoldLine], at_least_one: bool) -> Result<(), Problem> {
     if lines.len() > MAX_LINES || (at_least_one && lines.is_empty()) {
         return Err(Problem::validation(vec![FieldError::new(
             "/lines",
@@ -204,14 +195,7 @@ fn hold_lines(lines: Vec<WireLine>, at_least_one: bool) -> Result<Vec<HoldLine>,
     if !errors.is_empty() {
         return Err(Problem::validation(errors));
     }
-    Ok(lines
-        .into_iter()
-        .map(|l| HoldLine {
-            sku: l.sku,
-            market: l.market,
-            qty: l.qty,
-        })
-        .collect())
+    Ok(())
 }
 
 async fn hold(
@@ -221,10 +205,10 @@ async fn hold(
     body: Body,
 ) -> Result<Response, Problem> {
     order_id(&order)?;
-    let b: HoldBody = surge_http::body::json(&headers, body, MAX_BODY).await?;
-    let lines = hold_lines(b.lines, true)?;
+    let b: HoldBody<Vec<HoldLine>> = surge_http::body::json(&headers, body, MAX_BODY).await?;
+    check_lines(&b.lines, true)?;
     let reply = match inventory
-        .hold(&order, &lines, b.expires_at_ms)
+        .hold(&order, &b.lines, b.expires_at_ms)
         .await
         .map_err(store_problem)?
     {
@@ -246,10 +230,10 @@ async fn release(
     body: Body,
 ) -> Result<Response, Problem> {
     order_id(&order)?;
-    let b: ReleaseBody = surge_http::body::json(&headers, body, MAX_BODY).await?;
-    let lines = hold_lines(b.lines, false)?;
+    let b: ReleaseBody<Vec<HoldLine>> = surge_http::body::json(&headers, body, MAX_BODY).await?;
+    check_lines(&b.lines, false)?;
     let units = inventory
-        .release(&order, &lines)
+        .release(&order, &b.lines)
         .await
         .map_err(store_problem)?;
     Ok(Json(UnitsReply { units }).into_response())
