@@ -126,11 +126,12 @@ impl<'a> OrderView<'a> {
     }
 }
 
-/// The answer to `POST /checkout` for `row`: `201` once the order is confirmed or
-/// cancelled, `202` while it is pending, with the order's view as JSON. It is what the
-/// request answers and what its `Idempotency-Key` replays, byte for byte; a saga that
-/// finishes stores it with its last move (see [`surge_store::Advance::response`]).
-pub fn checkout_answer(row: &OrderRow, doc: &OrderDocument) -> serde_json::Result<(u16, Vec<u8>)> {
-    let status = if row.status == "pending" { 202 } else { 201 };
-    Ok((status, serde_json::to_vec(&OrderView::new(row, doc, None))?))
+/// The answer to `POST /checkout` for an order seen as `view` (without history):
+/// `201` once the order is confirmed or cancelled, `202` while it is pending, with the
+/// view as JSON. It is what the request answers and what its `Idempotency-Key`
+/// replays, byte for byte; a saga that finishes stores it with its last move (see
+/// [`surge_store::Advance::response`]).
+pub fn checkout_answer(view: &OrderView<'_>) -> serde_json::Result<(u16, Vec<u8>)> {
+    let status = if view.status == "pending" { 202 } else { 201 };
+    Ok((status, serde_json::to_vec(view)?))
 }

@@ -38,7 +38,7 @@ use surge_store::{Created, NewOrder, OrderRow, SagaState, StepLog};
 use super::{Api, store_problem};
 use crate::fulfilment::Admission;
 use crate::metrics;
-use crate::order::{Address, OrderDocument, OrderLine};
+use crate::order::{Address, OrderDocument, OrderLine, OrderView};
 use crate::saga::driver::now_ms;
 use crate::saga::{Step, order_placed};
 
@@ -507,8 +507,8 @@ async fn respond_and_store(
     doc: &OrderDocument,
     stored: bool,
 ) -> Result<Response, Problem> {
-    let (status, body) =
-        crate::order::checkout_answer(row, doc).map_err(|e| Problem::internal(&e))?;
+    let (status, body) = crate::order::checkout_answer(&OrderView::new(row, doc, None))
+        .map_err(|e| Problem::internal(&e))?;
     if !stored {
         let orders = api.saga.orders();
         let fresh = orders

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use super::{Outcome, Step, Timing, decide, force_compensate, resume};
 use crate::config::CheckoutConfig;
 use crate::metrics;
-use crate::order::OrderDocument;
+use crate::order::{OrderDocument, OrderView};
 use crate::payments::{AuthorizeRequest, PaymentError};
 use crate::services::{InventoryApi, PaymentsApi, ServiceError};
 
@@ -225,6 +225,10 @@ impl Orchestrator {
         let inner = &self.inner;
         let mut stop = inner.stop.clone();
         let mut store_failures = 0_i64;
+        // The document never changes after the order is created: read it once.
+        let doc = serde_json::from_str::<OrderDocument>(&order.document).map_err(|e| {
+            tracing::error!(order = %order.id, error = %e, "unreadable order document");
+        });
         loop {
             if !matches!(
                 order.saga_state,
@@ -244,7 +248,10 @@ impl Orchestrator {
                 }
             }
             let step = Step::parse(&order.step).unwrap_or(Step::Finished);
-            let outcome = self.run_step(step, &order).await;
+            let outcome = match &doc {
+                Ok(doc) => self.run_step(step, &order, doc).await,
+                Err(()) => Outcome::Business("the order could not be read".into()),
+            };
             let label = match &outcome {
                 Outcome::Done => "done",
                 Outcome::Business(_) => "business",
@@ -258,7 +265,10 @@ impl Orchestrator {
             if mv.saga_state == Some(SagaState::Done) {
                 // The order's answer goes on its key in the same transaction, so the
                 // request waiting for it has nothing left to write.
-                mv.response = final_answer(&order, &mv);
+                mv.response = doc
+                    .as_ref()
+                    .ok()
+                    .and_then(|doc| final_answer(&order, doc, &mv));
             }
             match inner.orders.advance(&mv).await {
                 Ok(Some(next)) => {
@@ -297,15 +307,8 @@ impl Orchestrator {
         }
     }
 
-    async fn run_step(&self, step: Step, order: &OrderRow) -> Outcome {
+    async fn run_step(&self, step: Step, order: &OrderRow, doc: &OrderDocument) -> Outcome {
         let inner = &self.inner;
-        let doc: OrderDocument = match serde_json::from_str(&order.document) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(order = %order.id, error = %e, "unreadable order document");
-                return Outcome::Business("the order could not be read".into());
-            }
-        };
         let transient = |e: &dyn std::fmt::Display| Outcome::Transient(e.to_string());
         match step {
             Step::HoldStock => {
@@ -569,18 +572,21 @@ impl Orchestrator {
 }
 
 /// The answer to the order's checkout once `mv` has applied (see
-/// [`crate::order::checkout_answer`]), or `None` when the order cannot be read (the
-/// request then stores its answer itself).
-fn final_answer(order: &OrderRow, mv: &surge_store::Advance) -> Option<KeyResponse> {
-    let doc: OrderDocument = serde_json::from_str(&order.document).ok()?;
-    let mut after = order.clone();
+/// [`crate::order::checkout_answer`]), or `None` when it cannot be rendered (then the
+/// move stores no answer, and the key is answered from the order once its lock lapses).
+fn final_answer(
+    order: &OrderRow,
+    doc: &OrderDocument,
+    mv: &surge_store::Advance,
+) -> Option<KeyResponse> {
+    let mut view = OrderView::new(order, doc, None);
     if let Some(status) = &mv.status {
-        after.status.clone_from(status);
+        view.status = status;
     }
-    if mv.reason.is_some() {
-        after.reason.clone_from(&mv.reason);
+    if let Some(reason) = &mv.reason {
+        view.reason = Some(reason);
     }
-    let (status, body) = crate::order::checkout_answer(&after, &doc).ok()?;
+    let (status, body) = crate::order::checkout_answer(&view).ok()?;
     Some(KeyResponse {
         user_id: order.user_id.clone(),
         status,
