@@ -150,11 +150,6 @@ impl Orchestrator {
         &self.inner.inventory
     }
 
-    /// The payments service (in this process or remote).
-    pub fn payments(&self) -> &Arc<dyn PaymentsApi> {
-        &self.inner.payments
-    }
-
     /// This node's name in leases.
     pub fn node(&self) -> &str {
         &self.inner.node
